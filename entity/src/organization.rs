@@ -1,0 +1,27 @@
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "organizations")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: Uuid,
+    pub name: String,
+    pub created_at: DateTimeUtc,
+    pub updated_at: DateTimeUtc,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {
+    #[sea_orm(has_many = "super::user::Entity")]
+    User,
+    #[sea_orm(has_many = "super::tool::Entity")]
+    Tool,
+    #[sea_orm(has_many = "super::action::Entity")]
+    Action,
+    #[sea_orm(has_many = "super::flow::Entity")]
+    Flow,
+    #[sea_orm(has_many = "super::execution_log::Entity")]
+    ExecutionLog,
+}
+
+impl ActiveModelBehavior for ActiveModel {}
