@@ -1,1 +1,13 @@
-pub fn x(){}
+//! Tolstoy: a multi-tenant workflow-automation API server.
+//!
+//! Everything the binary and the integration tests need is reachable from here.
+
+pub mod api;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod middleware;
+pub mod secrets;
+pub mod service;
+pub mod startup;
+pub mod telemetry;

@@ -38,7 +38,7 @@ pub(crate) fn updated_at() -> ColumnDef {
 pub(crate) fn org_foreign_key(table: impl IntoIden + 'static) -> ForeignKeyCreateStatement {
     let table = table.into_iden();
     ForeignKey::create()
-        .name(format!("fk_{}_org", table.to_string()))
+        .name(format!("fk_{}_org", table))
         .from_tbl(table)
         .from_col(Common::OrgId)
         .to_tbl(Organizations::Table)
@@ -70,7 +70,7 @@ pub(crate) fn same_org_foreign_key(
 pub(crate) fn tenant_key_index(table: impl IntoIden + 'static) -> IndexCreateStatement {
     let table = table.into_iden();
     Index::create()
-        .name(format!("ux_{}_org_id", table.to_string()))
+        .name(format!("ux_{}_org_id", table))
         .table(table)
         .col(Common::OrgId)
         .col(Common::Id)
@@ -86,7 +86,11 @@ pub(crate) fn filter_index(
     let table = table.into_iden();
     let column = column.into_iden();
     Index::create()
-        .name(format!("ix_{}_org_{}", table.to_string(), column.to_string()))
+        .name(format!(
+            "ix_{}_org_{}",
+            table,
+            column
+        ))
         .table(table)
         .col(Common::OrgId)
         .col(column)

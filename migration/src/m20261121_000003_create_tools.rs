@@ -1,6 +1,8 @@
 use sea_orm_migration::{prelude::*, schema::*};
 
-use crate::columns::{created_at, id, one_of, org_foreign_key, org_id, tenant_key_index, updated_at};
+use crate::columns::{
+    created_at, id, one_of, org_foreign_key, org_id, tenant_key_index, updated_at,
+};
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;

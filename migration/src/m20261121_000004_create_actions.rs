@@ -54,7 +54,9 @@ impl MigrationTrait for Migration {
                     .take(),
             )
             .await?;
-        manager.create_index(tenant_key_index(Actions::Table)).await?;
+        manager
+            .create_index(tenant_key_index(Actions::Table))
+            .await?;
         manager
             .create_index(filter_index(Actions::Table, Actions::ToolId))
             .await

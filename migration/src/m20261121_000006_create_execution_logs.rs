@@ -46,7 +46,14 @@ impl MigrationTrait for Migration {
                     .col(string_len(ExecutionLogs::StepId, 200))
                     .col(one_of(
                         ExecutionLogs::Status,
-                        &["queued", "running", "completed", "failed", "skipped", "cancelled"],
+                        &[
+                            "queued",
+                            "running",
+                            "completed",
+                            "failed",
+                            "skipped",
+                            "cancelled",
+                        ],
                     ))
                     .col(json_binary(ExecutionLogs::Inputs))
                     .col(json_binary_null(ExecutionLogs::Outputs))

@@ -1,0 +1,210 @@
+//! `/organizations`: the tenants. No tenant headers needed.
+
+use entity::organization;
+use poem::web::Data;
+use poem::Request;
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::types::Example;
+use poem_openapi::{Object, OpenApi};
+use uuid::Uuid;
+
+use super::body::{Fields, JsonBody, ReadBody};
+use super::pagination::{next_link, page_request};
+use super::responses::{Created, Deleted, Listed};
+use super::rules::text;
+use super::timestamp::Timestamp;
+use super::ApiTags;
+use crate::error::ApiError;
+use crate::service::organizations::{self, NewOrganization, OrganizationChanges};
+use crate::startup::AppState;
+
+/// An organization: the tenant that owns users, tools, actions, flows and execution logs.
+#[derive(Object)]
+#[oai(rename = "Organization", rename_all = "camelCase")]
+pub struct OrganizationOut {
+    /// Server-made UUID (version 7).
+    pub id: Uuid,
+    /// The organization's name.
+    pub name: String,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// When it was last changed.
+    pub updated_at: Timestamp,
+}
+
+impl From<organization::Model> for OrganizationOut {
+    fn from(row: organization::Model) -> Self {
+        Self {
+            id: row.id,
+            name: row.name,
+            created_at: row.created_at.into(),
+            updated_at: row.updated_at.into(),
+        }
+    }
+}
+
+/// A new organization.
+#[derive(Object)]
+#[oai(
+    rename = "OrganizationIn",
+    rename_all = "camelCase",
+    deny_unknown_fields,
+    example
+)]
+pub struct OrganizationIn {
+    /// 1 to 200 characters, trimmed of surrounding white space.
+    #[oai(validator(min_length = 1, max_length = 200))]
+    pub name: String,
+}
+
+impl Example for OrganizationIn {
+    fn example() -> Self {
+        Self {
+            name: "Acme".to_owned(),
+        }
+    }
+}
+
+impl ReadBody for OrganizationIn {
+    type Value = NewOrganization;
+
+    fn read(fields: &mut Fields) -> NewOrganization {
+        NewOrganization {
+            name: fields.required("name", text(1, 200)),
+        }
+    }
+}
+
+/// Changes to an organization; absent fields stay as they are.
+#[derive(Object)]
+#[oai(
+    rename = "OrganizationUpdate",
+    rename_all = "camelCase",
+    deny_unknown_fields,
+    example
+)]
+pub struct OrganizationUpdate {
+    /// 1 to 200 characters, trimmed of surrounding white space.
+    #[oai(validator(min_length = 1, max_length = 200))]
+    pub name: Option<String>,
+}
+
+impl Example for OrganizationUpdate {
+    fn example() -> Self {
+        Self {
+            name: Some("Acme Inc.".to_owned()),
+        }
+    }
+}
+
+impl ReadBody for OrganizationUpdate {
+    type Value = OrganizationChanges;
+
+    fn read(fields: &mut Fields) -> OrganizationChanges {
+        OrganizationChanges {
+            name: fields.patch("name", text(1, 200)),
+        }
+    }
+}
+
+/// The organizations endpoints.
+pub struct OrganizationsApi;
+
+#[OpenApi(tag = "ApiTags::Organizations")]
+impl OrganizationsApi {
+    /// Create an organization.
+    #[oai(
+        path = "/organizations",
+        method = "post",
+        operation_id = "createOrganization"
+    )]
+    async fn create(
+        &self,
+        state: Data<&AppState>,
+        body: JsonBody<OrganizationIn>,
+    ) -> Result<Created<OrganizationOut>, ApiError> {
+        let row = organizations::create(&state.db, body.0).await?;
+        let location = format!("/organizations/{}", row.id);
+        Ok(Created::Created(Json(row.into()), location))
+    }
+
+    /// List organizations, newest first.
+    #[oai(
+        path = "/organizations",
+        method = "get",
+        operation_id = "listOrganizations"
+    )]
+    async fn list(
+        &self,
+        state: Data<&AppState>,
+        request: &Request,
+        /// Page size, 1 to 1000 (default 100).
+        #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
+        limit: Query<Option<u64>>,
+        /// The opaque cursor from the previous page's `Link` header.
+        cursor: Query<Option<String>>,
+    ) -> Result<Listed<OrganizationOut>, ApiError> {
+        let page = page_request(limit.0, cursor.0.as_deref())?;
+        let rows = organizations::list(&state.db, page).await?;
+        let link = next_link(request, page, rows.next);
+        Ok(Listed::Page(Json(rows.map(Into::into).items), link))
+    }
+
+    /// Get an organization.
+    #[oai(
+        path = "/organizations/:id",
+        method = "get",
+        operation_id = "getOrganization"
+    )]
+    async fn get(
+        &self,
+        state: Data<&AppState>,
+        /// The organization's id.
+        id: Path<Uuid>,
+    ) -> Result<Json<OrganizationOut>, ApiError> {
+        let row = organizations::find(&state.db, id.0).await?;
+        Ok(Json(row.into()))
+    }
+
+    /// Update an organization (partial).
+    ///
+    /// Any subset of the writable fields; a change to nothing leaves `updatedAt` as it was.
+    #[oai(
+        path = "/organizations/:id",
+        method = "put",
+        operation_id = "updateOrganization"
+    )]
+    async fn update(
+        &self,
+        state: Data<&AppState>,
+        /// The organization's id.
+        id: Path<Uuid>,
+        body: JsonBody<OrganizationUpdate>,
+    ) -> Result<Json<OrganizationOut>, ApiError> {
+        let row = organizations::update(&state.db, id.0, body.0).await?;
+        Ok(Json(row.into()))
+    }
+
+    /// Delete an organization.
+    ///
+    /// 409 while it still owns users, tools, actions, flows or execution logs (the detail says
+    /// how many of each); with `?cascade=true` it is deleted with all of its rows in one
+    /// transaction.
+    #[oai(
+        path = "/organizations/:id",
+        method = "delete",
+        operation_id = "deleteOrganization"
+    )]
+    async fn delete(
+        &self,
+        state: Data<&AppState>,
+        /// The organization's id.
+        id: Path<Uuid>,
+        /// Also delete every row the organization owns.
+        cascade: Query<Option<bool>>,
+    ) -> Result<Deleted, ApiError> {
+        organizations::delete(&state.db, id.0, cascade.0.unwrap_or(false)).await?;
+        Ok(Deleted::Deleted)
+    }
+}

@@ -1,0 +1,193 @@
+//! Settings read once from the environment (and `.env`), validated before anything starts.
+//!
+//! A bad value stops start-up with a message that names the variable and never prints a secret.
+
+use std::fmt;
+use std::net::IpAddr;
+
+/// The largest request body accepted when `MAX_BODY_BYTES` is not set (1 MiB).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1_048_576;
+
+/// Whether the server runs for a developer or in production.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppEnv {
+    Development,
+    Production,
+}
+
+/// How log lines are written: `pretty` for people, `json` for log collectors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// A value that must never reach a log line or an error body: `Debug` and `Display` redact it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret value itself, for the one place that needs it (opening a connection).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// A configuration value that cannot be used; the message names the variable, never its value.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {variable}: {message}")]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(variable: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            variable,
+            message: message.into(),
+        }
+    }
+}
+
+/// Everything the server needs to start, checked once.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub app_env: AppEnv,
+    /// `DATABASE_URL` as given; `None` means "use the default for this environment".
+    pub database_url: Option<Secret>,
+    /// `DIRECT_URL` as given; `None` means "the same as `DATABASE_URL`".
+    pub direct_url: Option<Secret>,
+    pub host: IpAddr,
+    pub port: u16,
+    pub max_body_bytes: usize,
+    pub log_filter: String,
+    pub log_format: LogFormat,
+    /// `AUTO_MIGRATE`: apply pending migrations on PostgreSQL before serving.
+    pub auto_migrate: bool,
+}
+
+impl Settings {
+    /// Reads the process environment (after `.env` has been loaded into it).
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads settings through `lookup`, so tests can supply their own environment.
+    /// An empty value counts as unset.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
+
+        let app_env = match get("APP_ENV").as_deref().map(str::trim) {
+            None | Some("development") => AppEnv::Development,
+            Some("production") => AppEnv::Production,
+            Some(_) => {
+                return Err(ConfigError::new(
+                    "APP_ENV",
+                    "must be `development` or `production`",
+                ))
+            }
+        };
+        let database_url = get("DATABASE_URL")
+            .map(|url| checked_database_url("DATABASE_URL", url))
+            .transpose()?;
+        let direct_url = get("DIRECT_URL")
+            .map(|url| checked_database_url("DIRECT_URL", url))
+            .transpose()?;
+        let host = match get("HOST") {
+            None => IpAddr::from([127, 0, 0, 1]),
+            Some(host) if host.trim() == "localhost" => IpAddr::from([127, 0, 0, 1]),
+            Some(host) => host
+                .trim()
+                .parse()
+                .map_err(|_| ConfigError::new("HOST", "must be an IP address such as 0.0.0.0"))?,
+        };
+        let port = parse_number(&get, "PORT", 3000u16, "must be a port number (0 to 65535)")?;
+        let max_body_bytes = parse_number(
+            &get,
+            "MAX_BODY_BYTES",
+            DEFAULT_MAX_BODY_BYTES,
+            "must be a positive number of bytes",
+        )?;
+        if max_body_bytes == 0 {
+            return Err(ConfigError::new(
+                "MAX_BODY_BYTES",
+                "must be a positive number of bytes",
+            ));
+        }
+        let log_filter = get("RUST_LOG").unwrap_or_else(|| "info".to_owned());
+        let log_format = match get("LOG_FORMAT").as_deref().map(str::trim) {
+            None if app_env == AppEnv::Production => LogFormat::Json,
+            None | Some("pretty") => LogFormat::Pretty,
+            Some("json") => LogFormat::Json,
+            Some(_) => return Err(ConfigError::new("LOG_FORMAT", "must be `pretty` or `json`")),
+        };
+        let auto_migrate = match get("AUTO_MIGRATE").as_deref().map(str::trim) {
+            None | Some("false") | Some("0") => false,
+            Some("true") | Some("1") => true,
+            Some(_) => {
+                return Err(ConfigError::new(
+                    "AUTO_MIGRATE",
+                    "must be `true` or `false`",
+                ))
+            }
+        };
+
+        Ok(Self {
+            app_env,
+            database_url,
+            direct_url,
+            host,
+            port,
+            max_body_bytes,
+            log_filter,
+            log_format,
+            auto_migrate,
+        })
+    }
+}
+
+fn parse_number<T: std::str::FromStr>(
+    get: &impl Fn(&str) -> Option<String>,
+    variable: &'static str,
+    default: T,
+    message: &str,
+) -> Result<T, ConfigError> {
+    match get(variable) {
+        None => Ok(default),
+        Some(value) => value
+            .trim()
+            .parse()
+            .map_err(|_| ConfigError::new(variable, message)),
+    }
+}
+
+/// Accepts the URL schemes the server can serve on, without ever echoing the URL.
+pub fn checked_database_url(variable: &'static str, url: String) -> Result<Secret, ConfigError> {
+    let url = url.trim();
+    let supported = ["postgres://", "postgresql://", "sqlite:"];
+    if supported.iter().any(|scheme| url.starts_with(scheme)) {
+        Ok(Secret::new(url))
+    } else {
+        Err(ConfigError::new(
+            variable,
+            "must be a postgres://, postgresql:// or sqlite: URL",
+        ))
+    }
+}

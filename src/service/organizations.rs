@@ -1,0 +1,130 @@
+//! Organizations: the tenants themselves.
+
+use entity::{action, execution_log, flow, organization, tool, user};
+use sea_orm::{
+    ActiveModelTrait, ConnectionTrait, DatabaseConnection, EntityTrait, PaginatorTrait, Set,
+    TransactionTrait,
+};
+use uuid::Uuid;
+
+use super::pagination::{fetch_page, Page, PageRequest};
+use super::tenant_scope::TenantScoped;
+use super::{now, ServiceError};
+
+/// A validated new organization.
+#[derive(Debug)]
+pub struct NewOrganization {
+    pub name: String,
+}
+
+/// A validated partial update; `None` leaves a field as it is.
+#[derive(Debug, Default)]
+pub struct OrganizationChanges {
+    pub name: Option<String>,
+}
+
+pub async fn create(
+    db: &DatabaseConnection,
+    new: NewOrganization,
+) -> Result<organization::Model, ServiceError> {
+    let at = now();
+    let row = organization::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        name: Set(new.name),
+        created_at: Set(at),
+        updated_at: Set(at),
+    };
+    Ok(row.insert(db).await?)
+}
+
+pub async fn find(
+    db: &impl ConnectionTrait,
+    id: Uuid,
+) -> Result<organization::Model, ServiceError> {
+    organization::Entity::find_by_id(id)
+        .one(db)
+        .await?
+        .ok_or(ServiceError::NotFound("organization"))
+}
+
+pub async fn list(
+    db: &DatabaseConnection,
+    page: PageRequest,
+) -> Result<Page<organization::Model>, ServiceError> {
+    Ok(fetch_page(
+        db,
+        organization::Entity::find(),
+        organization::Column::Id,
+        |row| row.id,
+        page,
+    )
+    .await?)
+}
+
+/// Applies `changes`; a change to nothing (absent fields, or the stored values) writes nothing
+/// and leaves `updatedAt` as it was.
+pub async fn update(
+    db: &DatabaseConnection,
+    id: Uuid,
+    changes: OrganizationChanges,
+) -> Result<organization::Model, ServiceError> {
+    let current = find(db, id).await?;
+    let name = changes.name.filter(|name| *name != current.name);
+    let Some(name) = name else {
+        return Ok(current);
+    };
+    let mut row: organization::ActiveModel = current.into();
+    row.name = Set(name);
+    row.updated_at = Set(now());
+    Ok(row.update(db).await?)
+}
+
+/// How many rows of each kind an organization still owns.
+#[derive(Debug, PartialEq, Eq)]
+pub struct OwnedRows {
+    pub users: u64,
+    pub tools: u64,
+    pub actions: u64,
+    pub flows: u64,
+    pub execution_logs: u64,
+}
+
+impl OwnedRows {
+    fn is_empty(&self) -> bool {
+        self.users + self.tools + self.actions + self.flows + self.execution_logs == 0
+    }
+}
+
+async fn owned_rows(db: &impl ConnectionTrait, org_id: Uuid) -> Result<OwnedRows, ServiceError> {
+    Ok(OwnedRows {
+        users: user::Entity::find_in(org_id).count(db).await?,
+        tools: tool::Entity::find_in(org_id).count(db).await?,
+        actions: action::Entity::find_in(org_id).count(db).await?,
+        flows: flow::Entity::find_in(org_id).count(db).await?,
+        execution_logs: execution_log::Entity::find_in(org_id).count(db).await?,
+    })
+}
+
+/// Deletes an organization. While it still owns rows this is a conflict that says how many of
+/// each, unless `cascade`, which deletes it and all of its rows in one transaction.
+pub async fn delete(db: &DatabaseConnection, id: Uuid, cascade: bool) -> Result<(), ServiceError> {
+    let txn = db.begin().await?;
+    find(&txn, id).await?;
+    let owned = owned_rows(&txn, id).await?;
+    if !owned.is_empty() && !cascade {
+        return Err(ServiceError::Conflict(format!(
+            "the organization still has {} users, {} tools, {} actions, {} flows and {} execution logs; \
+             delete them first or use ?cascade=true",
+            owned.users, owned.tools, owned.actions, owned.flows, owned.execution_logs
+        )));
+    }
+    // Children before parents, so that every foreign key holds at each step.
+    execution_log::Entity::delete_in(id).exec(&txn).await?;
+    action::Entity::delete_in(id).exec(&txn).await?;
+    flow::Entity::delete_in(id).exec(&txn).await?;
+    tool::Entity::delete_in(id).exec(&txn).await?;
+    user::Entity::delete_in(id).exec(&txn).await?;
+    organization::Entity::delete_by_id(id).exec(&txn).await?;
+    txn.commit().await?;
+    Ok(())
+}

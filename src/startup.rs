@@ -1,0 +1,161 @@
+//! Building the application: database, routes, middleware, listener.
+
+use std::io;
+use std::time::Duration;
+
+use poem::endpoint::make_sync;
+use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
+use poem::middleware::CatchPanic;
+use poem::web::Html;
+use poem::{get, Endpoint, EndpointExt, IntoResponse, Response, Route, Server};
+use sea_orm::DatabaseConnection;
+
+use crate::config::{ConfigError, Settings};
+use crate::error::problem_response;
+use crate::middleware::{panic_response, RequestId};
+use crate::secrets::DatabaseUrls;
+use crate::{api, db};
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub db: DatabaseConnection,
+    pub max_body_bytes: usize,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot open the database: {0}")]
+    Database(#[from] sea_orm::DbErr),
+    #[error(
+        "the database is behind: {} pending migration(s) ({}). Apply them with `tolstoy migrate up` \
+         (on DIRECT_URL), or start with `tolstoy serve --migrate` or AUTO_MIGRATE=true",
+        .0.len(), .0.join(", ")
+    )]
+    Behind(Vec<String>),
+    #[error("cannot listen: {0}")]
+    Listen(#[from] io::Error),
+}
+
+/// Opens the pooled connection, first bringing the schema up to date on the direct connection
+/// when `migrate` is set; otherwise refuses a database that is behind.
+pub async fn open_database(
+    urls: &DatabaseUrls,
+    migrate: bool,
+) -> Result<DatabaseConnection, StartupError> {
+    if migrate {
+        let direct = db::connect(&urls.direct).await?;
+        db::migrate_up(&direct).await?;
+        direct.close().await?;
+    }
+    let pooled = db::connect(&urls.pooled).await?;
+    let pending = db::pending_migrations(&pooled).await?;
+    if !pending.is_empty() {
+        return Err(StartupError::Behind(pending));
+    }
+    Ok(pooled)
+}
+
+/// Wraps an endpoint in the middleware every request goes through: problem+json for every
+/// error, panic capture, request id and tracing span (outermost, so all of the above carry it).
+pub fn with_middleware(endpoint: impl Endpoint + 'static) -> impl Endpoint<Output = Response> {
+    endpoint
+        .catch_all_error(problem_response)
+        .with(CatchPanic::new().with_handler(panic_response))
+        .with(RequestId)
+}
+
+/// The whole HTTP surface: the API, `/openapi.json` and Swagger UI at `/docs`.
+pub fn build_route(state: AppState) -> impl Endpoint<Output = Response> {
+    let api = api::service();
+    let document = api::openapi_document();
+    let docs_page = api.swagger_ui_html();
+    let route = Route::new()
+        .at(
+            "/openapi.json",
+            get(make_sync(move |_| {
+                document
+                    .clone()
+                    .with_content_type("application/json; charset=utf-8")
+            })),
+        )
+        .at("/docs", get(make_sync(move |_| Html(docs_page.clone()))))
+        .nest("/", api)
+        .data(state);
+    with_middleware(route)
+}
+
+/// A bound, ready-to-run server.
+pub struct Application {
+    acceptor: TcpAcceptor,
+    port: u16,
+    state: AppState,
+}
+
+impl Application {
+    /// Binds `HOST:PORT` (port 0 picks a free one) for an already opened database.
+    pub async fn build(settings: &Settings, db: DatabaseConnection) -> Result<Self, StartupError> {
+        let acceptor = TcpListener::bind((settings.host, settings.port))
+            .into_acceptor()
+            .await?;
+        let port = acceptor
+            .local_addr()
+            .first()
+            .and_then(|addr| addr.as_socket_addr().map(|a| a.port()))
+            .unwrap_or(settings.port);
+        Ok(Self {
+            acceptor,
+            port,
+            state: AppState {
+                db,
+                max_body_bytes: settings.max_body_bytes,
+            },
+        })
+    }
+
+    /// The port actually bound.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until SIGINT or SIGTERM, then lets in-flight requests finish (up to 30 s) and
+    /// closes the pool.
+    pub async fn run_until_stopped(self) -> io::Result<()> {
+        let db = self.state.db.clone();
+        tracing::info!(port = self.port, "listening");
+        let served = Server::new_with_acceptor(self.acceptor)
+            .run_with_graceful_shutdown(
+                build_route(self.state),
+                shutdown_signal(),
+                Some(Duration::from_secs(30)),
+            )
+            .await;
+        if let Err(err) = db.close().await {
+            tracing::warn!(error = %err, "closing the database pool failed");
+        }
+        tracing::info!("stopped");
+        served
+    }
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => return interrupt.await.unwrap_or(()),
+            };
+        tokio::select! {
+            _ = interrupt => {},
+            _ = terminate.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    interrupt.await.unwrap_or(());
+    tracing::info!("shutdown signal received; finishing in-flight requests");
+}

@@ -1,0 +1,20 @@
+//! The tracing subscriber: pretty lines for people, JSON lines in production.
+
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{ConfigError, LogFormat};
+
+/// Installs the global subscriber. Fails on a filter that does not parse (naming `RUST_LOG`).
+pub fn init(filter: &str, format: LogFormat) -> Result<(), ConfigError> {
+    let filter = EnvFilter::try_new(filter)
+        .map_err(|err| ConfigError::new("RUST_LOG", format!("is not a valid filter: {err}")))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second initialisation (tests build many apps in one process) keeps the first subscriber.
+    let _ = match format {
+        LogFormat::Pretty => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+    Ok(())
+}

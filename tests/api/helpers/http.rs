@@ -1,0 +1,209 @@
+//! The app under test, driven over HTTP in-process, and what it answers.
+
+use poem::http::{HeaderMap, Method};
+use poem::test::TestClient;
+use poem::{Endpoint, EndpointExt, Response};
+use sea_orm::DatabaseConnection;
+use serde_json::Value;
+use tolstoy::config::DEFAULT_MAX_BODY_BYTES;
+use tolstoy::startup::{build_route, open_database, AppState};
+
+use super::database::{Backend, TestDb};
+
+type BoxedEndpoint = poem::endpoint::BoxEndpoint<'static, Response>;
+
+pub struct TestApp {
+    pub backend: Backend,
+    /// The app's own pool, for setting up rows the API under test cannot make yet and for
+    /// checking what was stored.
+    pub db: DatabaseConnection,
+    client: TestClient<BoxedEndpoint>,
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: HeaderMap,
+    /// The body parsed as JSON; `Value::Null` when empty.
+    pub body: Value,
+    pub text: String,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts a problem+json answer with `status`, and returns the fields it names.
+    #[track_caller]
+    pub fn assert_problem(&self, status: u16) -> Vec<String> {
+        assert_eq!(
+            self.status, status,
+            "unexpected status; body: {}",
+            self.text
+        );
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/problem+json")
+        );
+        assert_eq!(self.body["status"], status);
+        for key in ["type", "title", "detail", "requestId"] {
+            assert!(
+                self.body[key].is_string(),
+                "problem lacks {key}: {}",
+                self.text
+            );
+        }
+        assert_eq!(self.body["requestId"].as_str(), self.header("x-request-id"));
+        self.body["errors"]
+            .as_array()
+            .map(|errors| {
+                errors
+                    .iter()
+                    .map(|e| e["field"].as_str().unwrap_or_default().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl TestApp {
+    /// An app on a migrated `db`; `configure` may change its state (e.g. the body limit).
+    pub async fn new(db: &TestDb, configure: impl FnOnce(&mut AppState)) -> Self {
+        let pool = open_database(&db.urls(), true)
+            .await
+            .expect("open and migrate the test database");
+        let mut state = AppState {
+            db: pool.clone(),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+        };
+        configure(&mut state);
+        Self::with_endpoint(db.backend, pool, build_route(state))
+    }
+
+    /// An app serving `endpoint` (for tests of the middleware itself).
+    pub fn with_endpoint(
+        backend: Backend,
+        db: DatabaseConnection,
+        endpoint: impl Endpoint<Output = Response> + 'static,
+    ) -> Self {
+        Self {
+            backend,
+            db,
+            client: TestClient::new(endpoint.boxed()),
+        }
+    }
+
+    /// Sends a request; `body` is sent as JSON when given.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut request = self.client.request(method, path);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if let Some(body) = body {
+            request = request.body_json(body);
+        }
+        Self::read(request.send().await.0).await
+    }
+
+    /// Sends `body` as it is, with `content_type` when given.
+    pub async fn send_raw(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: impl Into<poem::Body>,
+    ) -> Reply {
+        let mut request = self.client.request(method, path).body(body);
+        if let Some(content_type) = content_type {
+            request = request.content_type(content_type);
+        }
+        Self::read(request.send().await.0).await
+    }
+
+    async fn read(response: Response) -> Reply {
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response
+            .into_body()
+            .into_string()
+            .await
+            .expect("response body");
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::Null)
+        };
+        Reply {
+            status,
+            headers,
+            body,
+            text,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.send(Method::GET, path, None, &[]).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Reply {
+        self.send(Method::POST, path, Some(body), &[]).await
+    }
+
+    pub async fn put(&self, path: &str, body: &Value) -> Reply {
+        self.send(Method::PUT, path, Some(body), &[]).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Reply {
+        self.send(Method::DELETE, path, None, &[]).await
+    }
+
+    /// Creates an organization and returns its id.
+    pub async fn create_org(&self, name: &str) -> String {
+        let reply = self
+            .post("/organizations", &serde_json::json!({ "name": name }))
+            .await;
+        assert_eq!(reply.status, 201, "{}", reply.text);
+        reply.body["id"].as_str().expect("id").to_owned()
+    }
+
+    /// Follows `Link: rel="next"` from `path` to the end; returns every page's ids.
+    pub async fn walk(&self, path: &str) -> Vec<Vec<String>> {
+        let mut pages = Vec::new();
+        let mut next = Some(path.to_owned());
+        while let Some(path) = next.take() {
+            let reply = self.get(&path).await;
+            assert_eq!(reply.status, 200, "{}", reply.text);
+            pages.push(ids(&reply.body));
+            next = reply.header("link").map(next_path);
+        }
+        pages
+    }
+}
+
+/// The ids of a JSON array of rows, in order.
+pub fn ids(rows: &Value) -> Vec<String> {
+    rows.as_array()
+        .expect("a JSON array")
+        .iter()
+        .map(|row| row["id"].as_str().expect("id").to_owned())
+        .collect()
+}
+
+/// The target of `Link: <target>; rel="next"`.
+#[track_caller]
+pub fn next_path(link: &str) -> String {
+    assert!(link.ends_with("; rel=\"next\""), "unexpected Link: {link}");
+    link.trim_start_matches('<')
+        .split_once('>')
+        .expect("Link target")
+        .0
+        .to_owned()
+}
