@@ -86,11 +86,7 @@ pub(crate) fn filter_index(
     let table = table.into_iden();
     let column = column.into_iden();
     Index::create()
-        .name(format!(
-            "ix_{}_org_{}",
-            table,
-            column
-        ))
+        .name(format!("ix_{}_org_{}", table, column))
         .table(table)
         .col(Common::OrgId)
         .col(column)
