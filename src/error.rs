@@ -280,9 +280,11 @@ impl ApiResponse for ApiError {
         MetaResponses {
             responses: vec![
                 problem(400, "Malformed JSON, wrong content type, or a field, header or parameter that fails validation"),
+                problem(403, "The tenant headers do not name a user of the organization"),
                 problem(404, "No such row in the caller's organization"),
                 problem(409, "Conflicts with the stored state"),
                 problem(413, "Request body larger than MAX_BODY_BYTES"),
+                problem(422, "The body names a row that does not exist in the caller's organization"),
                 problem(500, "A fault of the server; the body carries only the request id"),
                 problem(503, "The database cannot be reached"),
             ],

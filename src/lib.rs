@@ -11,3 +11,4 @@ pub mod secrets;
 pub mod service;
 pub mod startup;
 pub mod telemetry;
+pub mod tenant;

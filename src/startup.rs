@@ -72,7 +72,8 @@ pub fn with_middleware(endpoint: impl Endpoint + 'static) -> impl Endpoint<Outpu
 pub fn build_route(state: AppState) -> impl Endpoint<Output = Response> {
     let api = api::service();
     let document = api::openapi_document();
-    let docs_page = api.swagger_ui_html();
+    // Swagger UI embeds poem-openapi's raw document; show it the one we serve.
+    let docs_page = api.swagger_ui_html().replace(&api.spec(), &document);
     let route = Route::new()
         .at(
             "/openapi.json",

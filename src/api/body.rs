@@ -105,6 +105,23 @@ impl Fields {
         self.take(name, rule)
     }
 
+    /// On an update, an optional field: absent leaves it unchanged (`None`), null clears it
+    /// (`Some(None)`).
+    pub fn patch_nullable<T>(
+        &mut self,
+        name: &'static str,
+        rule: impl FnOnce(Value) -> Result<T, String>,
+    ) -> Option<Option<T>> {
+        match self.values.get(name) {
+            None => None,
+            Some(Value::Null) => {
+                self.values.remove(name);
+                Some(None)
+            }
+            Some(_) => self.take(name, rule).map(Some),
+        }
+    }
+
     /// Refuses whatever was not read (unknown or server-owned fields) together with every
     /// failure recorded so far.
     fn finish(mut self) -> Result<(), ApiError> {

@@ -1,40 +1,113 @@
 //! The HTTP API: one file per resource, each with its `#[OpenApi]` struct and wire types.
 
+pub mod actions;
 pub mod body;
+pub mod execution_logs;
+pub mod flows;
 pub mod health;
 pub mod organizations;
 pub mod pagination;
 pub mod responses;
 pub mod rules;
 pub mod timestamp;
+pub mod tools;
+pub mod users;
 
 use poem_openapi::{OpenApiService, Tags};
+use serde_json::{Map, Value};
+
+use crate::tenant::SECURITY_SCHEMES;
 
 /// The groups operations are listed under in Swagger UI.
 #[derive(Tags)]
 pub enum ApiTags {
-    /// Tenants: create one first, then its users.
+    /// Tenants: create one first, then its first user.
     Organizations,
+    /// Users of the caller's organization.
+    Users,
+    /// External APIs the organization calls.
+    Tools,
+    /// Endpoints of the organization's tools.
+    Actions,
+    /// Versioned workflow definitions.
+    Flows,
+    /// The audit trail of flow runs.
+    ExecutionLogs,
     /// Liveness and readiness.
     Operations,
 }
 
 /// The API with every resource, as one OpenAPI service.
-pub type Api = (health::HealthApi, organizations::OrganizationsApi);
+pub type Api = (
+    organizations::OrganizationsApi,
+    users::UsersApi,
+    tools::ToolsApi,
+    actions::ActionsApi,
+    flows::FlowsApi,
+    execution_logs::ExecutionLogsApi,
+    health::HealthApi,
+);
 
 pub fn service() -> OpenApiService<Api, ()> {
     OpenApiService::new(
-        (health::HealthApi, organizations::OrganizationsApi),
+        (
+            organizations::OrganizationsApi,
+            users::UsersApi,
+            tools::ToolsApi,
+            actions::ActionsApi,
+            flows::FlowsApi,
+            execution_logs::ExecutionLogsApi,
+            health::HealthApi,
+        ),
         "Tolstoy",
         env!("CARGO_PKG_VERSION"),
     )
     .description(
         "Multi-tenant workflow automation: organizations, their users, tools, actions, flows \
-         and execution logs. Errors are application/problem+json (RFC 9457).",
+         and execution logs. Tenant calls need both X-Org-ID and X-User-ID (use Authorize). \
+         Errors are application/problem+json (RFC 9457).",
     )
 }
 
-/// The OpenAPI document, as served at `/openapi.json` and printed by `tolstoy openapi`.
+/// The OpenAPI document, as served at `/openapi.json`, embedded in `/docs` and printed by
+/// `tolstoy openapi`.
+///
+/// poem-openapi lists an operation's security schemes as alternatives (any one suffices); a
+/// tenant call needs both headers, so their requirements are merged into one.
 pub fn openapi_document() -> String {
-    service().spec()
+    let generated = service().spec();
+    let Ok(mut document) = serde_json::from_str::<Value>(&generated) else {
+        return generated;
+    };
+    if let Some(paths) = document.get_mut("paths").and_then(Value::as_object_mut) {
+        for operation in paths
+            .values_mut()
+            .filter_map(Value::as_object_mut)
+            .flat_map(|p| p.values_mut())
+        {
+            if let Some(security) = operation.get_mut("security") {
+                *security = merged_tenant_security(security);
+            }
+        }
+    }
+    serde_json::to_string_pretty(&document).unwrap_or(generated)
+}
+
+fn merged_tenant_security(security: &Value) -> Value {
+    let names: Vec<&str> = security
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_object)
+        .flat_map(|requirement| requirement.keys().map(String::as_str))
+        .collect();
+    if SECURITY_SCHEMES.iter().all(|scheme| names.contains(scheme)) {
+        let both: Map<String, Value> = SECURITY_SCHEMES
+            .iter()
+            .map(|scheme| ((*scheme).to_owned(), Value::Array(vec![])))
+            .collect();
+        Value::Array(vec![Value::Object(both)])
+    } else {
+        security.clone()
+    }
 }

@@ -1,7 +1,14 @@
 //! Field rules for [`super::body::Fields`]: each turns a JSON value into a checked value or a
 //! message for the client.
 
+use std::collections::HashSet;
+
+use poem_openapi::registry::Registry;
+use poem_openapi::types::{ParseFromJSON, ToJSON, Type};
 use serde_json::Value;
+use url::Url;
+use uuid::Uuid;
+use validator::ValidateEmail;
 
 fn json_type(value: &Value) -> &'static str {
     match value {
@@ -35,4 +42,153 @@ pub fn text(min: usize, max: usize) -> impl FnOnce(Value) -> Result<String, Stri
             Ok(trimmed.to_owned())
         }
     }
+}
+
+/// A value of the enumeration `E` (a poem-openapi `Enum`, whose variants are the one list of
+/// allowed values), trimmed, and case-sensitive as the contract says.
+pub fn one_of<E: ParseFromJSON + ToJSON>(value: Value) -> Result<String, String> {
+    let text = text(1, 64)(value)?;
+    E::parse_from_json(Some(Value::String(text.clone())))
+        .map(|_| text)
+        .map_err(|_| format!("must be one of: {}", enum_values::<E>().join(", ")))
+}
+
+/// The allowed values of `E`, from its own schema.
+fn enum_values<E: Type>() -> Vec<String> {
+    let mut registry = Registry::new();
+    E::register(&mut registry);
+    registry
+        .schemas
+        .get(E::name().as_ref())
+        .map(|schema| {
+            schema
+                .enum_items
+                .iter()
+                .filter_map(|item| item.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The wire text of a value of an enumeration.
+pub fn enum_text<E: ToJSON>(value: &E) -> Option<String> {
+    value.to_json().and_then(|v| v.as_str().map(str::to_owned))
+}
+
+/// An HTTP method of `E`, accepted in any letter case and stored upper case.
+pub fn upper_case_one_of<E: ParseFromJSON + ToJSON>(value: Value) -> Result<String, String> {
+    let Value::String(raw) = value else {
+        return Err(format!("must be a string, not {}", json_type(&value)));
+    };
+    one_of::<E>(Value::String(raw.trim().to_uppercase()))
+}
+
+/// A valid email address of at most 254 characters.
+pub fn email(value: Value) -> Result<String, String> {
+    let address = text(1, 254)(value)?;
+    if address.validate_email() {
+        Ok(address)
+    } else {
+        Err("must be a valid email address".to_owned())
+    }
+}
+
+/// An absolute `http` or `https` URL of at most 2048 characters, kept exactly as sent.
+pub fn http_url(value: Value) -> Result<String, String> {
+    let raw = text(1, 2048)(value)?;
+    match Url::parse(&raw) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => Ok(raw),
+        _ => Err("must be an absolute http or https URL".to_owned()),
+    }
+}
+
+/// A path on a tool: 1 to 2048 characters, starting with `/`.
+pub fn endpoint(value: Value) -> Result<String, String> {
+    let path = text(1, 2048)(value)?;
+    if path.starts_with('/') {
+        Ok(path)
+    } else {
+        Err("must start with /".to_owned())
+    }
+}
+
+/// A UUID naming another row.
+pub fn uuid(value: Value) -> Result<Uuid, String> {
+    match value {
+        Value::String(text) => {
+            Uuid::try_parse(text.trim()).map_err(|_| "must be a UUID".to_owned())
+        }
+        other => Err(format!("must be a UUID string, not {}", json_type(&other))),
+    }
+}
+
+/// A JSON object of at most `max_bytes` once serialised.
+pub fn json_object(max_bytes: usize) -> impl FnOnce(Value) -> Result<Value, String> {
+    move |value| {
+        if !value.is_object() {
+            return Err(format!("must be a JSON object, not {}", json_type(&value)));
+        }
+        if value.to_string().len() > max_bytes {
+            return Err(format!("must be at most {} KiB", max_bytes / 1024));
+        }
+        Ok(value)
+    }
+}
+
+/// Any JSON value, kept exactly as sent.
+pub fn any_json(value: Value) -> Result<Value, String> {
+    Ok(value)
+}
+
+/// A string or a JSON object, kept exactly as sent.
+pub fn string_or_object(value: Value) -> Result<Value, String> {
+    if value.is_string() || value.is_object() {
+        Ok(value)
+    } else {
+        Err(format!(
+            "must be a string or a JSON object, not {}",
+            json_type(&value)
+        ))
+    }
+}
+
+/// A flow's steps: an array of at most 1000 objects, each with a non-empty string `id`, unique
+/// within the flow, and a non-empty string `type`; other keys are kept as given.
+pub fn steps(value: Value) -> Result<Value, String> {
+    let Value::Array(steps) = &value else {
+        return Err(format!("must be an array, not {}", json_type(&value)));
+    };
+    if steps.len() > 1000 {
+        return Err("must have at most 1000 steps".to_owned());
+    }
+    let mut ids = HashSet::new();
+    for (index, step) in steps.iter().enumerate() {
+        let non_empty = |key: &str| {
+            step.get(key)
+                .and_then(Value::as_str)
+                .is_some_and(|v| !v.is_empty())
+        };
+        if !step.is_object() {
+            return Err(format!("step {index} must be an object"));
+        }
+        if !non_empty("id") {
+            return Err(format!("step {index} must have a non-empty string id"));
+        }
+        if !non_empty("type") {
+            return Err(format!("step {index} must have a non-empty string type"));
+        }
+        if !ids.insert(step["id"].as_str()) {
+            return Err(format!("step {index} repeats the id of an earlier step"));
+        }
+    }
+    Ok(value)
+}
+
+/// A flow version: a positive integer.
+pub fn version(value: Value) -> Result<i32, String> {
+    value
+        .as_i64()
+        .and_then(|v| i32::try_from(v).ok())
+        .filter(|v| *v >= 1)
+        .ok_or_else(|| "must be a positive integer".to_owned())
 }

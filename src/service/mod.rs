@@ -1,11 +1,17 @@
 //! Business rules and queries, one file per resource. No HTTP types here.
 
+pub mod actions;
+pub mod execution_logs;
+pub mod flows;
 pub mod organizations;
 pub mod pagination;
+pub mod tenancy;
 pub mod tenant_scope;
+pub mod tools;
+pub mod users;
 
 use chrono::{DateTime, SubsecRound, Utc};
-use sea_orm::DbErr;
+use sea_orm::{DbErr, SqlErr};
 
 use crate::error::FieldError;
 
@@ -35,4 +41,12 @@ pub enum ServiceError {
 /// exactly what is returned.
 pub fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(3)
+}
+
+/// A unique-index violation becomes a conflict saying `message`; other errors pass through.
+pub fn conflict_on_duplicate(err: DbErr, message: &str) -> ServiceError {
+    match err.sql_err() {
+        Some(SqlErr::UniqueConstraintViolation(_)) => ServiceError::Conflict(message.to_owned()),
+        _ => ServiceError::Db(err),
+    }
 }

@@ -1,0 +1,234 @@
+//! `/flows`: the caller's organization's workflow definitions, versioned.
+
+use entity::flow;
+use poem::web::Data;
+use poem::Request;
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::types::Example;
+use poem_openapi::{Object, OpenApi};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::body::{Fields, JsonBody, ReadBody};
+use super::pagination::{next_link, page_request};
+use super::responses::{Created, Deleted, Listed};
+use super::rules::{steps, text, version};
+use super::timestamp::Timestamp;
+use super::ApiTags;
+use crate::error::ApiError;
+use crate::service::flows::{self, FlowChanges, NewFlow};
+use crate::startup::AppState;
+use crate::tenant::Tenant;
+
+/// A flow: a versioned workflow definition.
+#[derive(Object)]
+#[oai(rename = "Flow", rename_all = "camelCase")]
+pub struct FlowOut {
+    /// Server-made UUID (version 7).
+    pub id: Uuid,
+    /// The organization the flow belongs to.
+    pub org_id: Uuid,
+    /// Display name, if any.
+    pub name: Option<String>,
+    /// The steps, as given.
+    pub steps: Vec<Value>,
+    /// Starts at 1; 1 more on every update that changes `steps` or `name`.
+    pub version: i32,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// When it was last changed.
+    pub updated_at: Timestamp,
+}
+
+impl From<flow::Model> for FlowOut {
+    fn from(row: flow::Model) -> Self {
+        let steps = match row.steps {
+            Value::Array(steps) => steps,
+            other => vec![other],
+        };
+        Self {
+            id: row.id,
+            org_id: row.org_id,
+            name: row.name,
+            steps,
+            version: row.version,
+            created_at: row.created_at.into(),
+            updated_at: row.updated_at.into(),
+        }
+    }
+}
+
+fn example_steps() -> Vec<Value> {
+    vec![
+        json!({ "id": "fetch", "type": "action", "actionId": "…" }),
+        json!({ "id": "notify", "type": "action", "inputs": { "text": "{{ fetch.outputs.title }}" } }),
+    ]
+}
+
+/// A new flow.
+#[derive(Object)]
+#[oai(
+    rename = "FlowIn",
+    rename_all = "camelCase",
+    deny_unknown_fields,
+    example
+)]
+pub struct FlowIn {
+    /// At most 200 characters.
+    #[oai(validator(max_length = 200))]
+    pub name: Option<String>,
+    /// At most 1000 step objects, each with a non-empty string `id` (unique in the flow) and a
+    /// non-empty string `type`; other keys are kept as given.
+    #[oai(validator(max_items = 1000))]
+    pub steps: Vec<Value>,
+}
+
+impl Example for FlowIn {
+    fn example() -> Self {
+        Self {
+            name: Some("Daily digest".to_owned()),
+            steps: example_steps(),
+        }
+    }
+}
+
+impl ReadBody for FlowIn {
+    type Value = NewFlow;
+
+    fn read(fields: &mut Fields) -> NewFlow {
+        NewFlow {
+            name: fields.optional("name", text(0, 200)),
+            steps: fields.required("steps", steps),
+        }
+    }
+}
+
+/// Changes to a flow; absent fields stay as they are, `name: null` clears the name.
+#[derive(Object)]
+#[oai(
+    rename = "FlowUpdate",
+    rename_all = "camelCase",
+    deny_unknown_fields,
+    example
+)]
+pub struct FlowUpdate {
+    /// At most 200 characters; null clears it.
+    #[oai(validator(max_length = 200))]
+    pub name: Option<String>,
+    /// The new steps (same rules as on create).
+    #[oai(validator(max_items = 1000))]
+    pub steps: Option<Vec<Value>>,
+    /// A precondition: the version this update was made from. When it is not the stored
+    /// version the update is refused with 409 and nothing changes.
+    #[oai(validator(minimum(value = "1")))]
+    pub version: Option<i32>,
+}
+
+impl Example for FlowUpdate {
+    fn example() -> Self {
+        Self {
+            name: None,
+            steps: Some(example_steps()),
+            version: Some(1),
+        }
+    }
+}
+
+impl ReadBody for FlowUpdate {
+    type Value = FlowChanges;
+
+    fn read(fields: &mut Fields) -> FlowChanges {
+        FlowChanges {
+            name: fields.patch_nullable("name", text(0, 200)),
+            steps: fields.patch("steps", steps),
+            expected_version: fields.patch("version", version),
+        }
+    }
+}
+
+/// The flows endpoints.
+pub struct FlowsApi;
+
+#[OpenApi(tag = "ApiTags::Flows")]
+impl FlowsApi {
+    /// Create a flow (version 1).
+    #[oai(path = "/flows", method = "post", operation_id = "createFlow")]
+    async fn create(
+        &self,
+        state: Data<&AppState>,
+        tenant: Tenant,
+        body: JsonBody<FlowIn>,
+    ) -> Result<Created<FlowOut>, ApiError> {
+        let row = flows::create(&state.db, tenant.org_id, body.0).await?;
+        let location = format!("/flows/{}", row.id);
+        Ok(Created::Created(Json(row.into()), location))
+    }
+
+    /// List the organization's flows, newest first.
+    #[oai(path = "/flows", method = "get", operation_id = "listFlows")]
+    async fn list(
+        &self,
+        state: Data<&AppState>,
+        tenant: Tenant,
+        request: &Request,
+        /// Page size, 1 to 1000 (default 100).
+        #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
+        limit: Query<Option<u64>>,
+        /// The opaque cursor from the previous page's `Link` header.
+        cursor: Query<Option<String>>,
+    ) -> Result<Listed<FlowOut>, ApiError> {
+        let page = page_request(limit.0, cursor.0.as_deref())?;
+        let rows = flows::list(&state.db, tenant.org_id, page).await?;
+        let link = next_link(request, page, rows.next);
+        Ok(Listed::Page(Json(rows.map(Into::into).items), link))
+    }
+
+    /// Get a flow.
+    #[oai(path = "/flows/:id", method = "get", operation_id = "getFlow")]
+    async fn get(
+        &self,
+        state: Data<&AppState>,
+        tenant: Tenant,
+        /// The flow's id.
+        id: Path<Uuid>,
+    ) -> Result<Json<FlowOut>, ApiError> {
+        let row = flows::find(&state.db, tenant.org_id, id.0).await?;
+        Ok(Json(row.into()))
+    }
+
+    /// Update a flow (partial).
+    ///
+    /// A change to `steps` or `name` adds 1 to `version`. A `version` in the body is a
+    /// precondition: 409 when it is not the stored version, and nothing changes. Of concurrent
+    /// updates from the same version exactly one succeeds.
+    #[oai(path = "/flows/:id", method = "put", operation_id = "updateFlow")]
+    async fn update(
+        &self,
+        state: Data<&AppState>,
+        tenant: Tenant,
+        /// The flow's id.
+        id: Path<Uuid>,
+        body: JsonBody<FlowUpdate>,
+    ) -> Result<Json<FlowOut>, ApiError> {
+        let row = flows::update(&state.db, tenant.org_id, id.0, body.0).await?;
+        Ok(Json(row.into()))
+    }
+
+    /// Delete a flow.
+    ///
+    /// 409 while the flow has execution logs, unless `?cascade=true`, which deletes them too.
+    #[oai(path = "/flows/:id", method = "delete", operation_id = "deleteFlow")]
+    async fn delete(
+        &self,
+        state: Data<&AppState>,
+        tenant: Tenant,
+        /// The flow's id.
+        id: Path<Uuid>,
+        /// Also delete the flow's execution logs.
+        cascade: Query<Option<bool>>,
+    ) -> Result<Deleted, ApiError> {
+        flows::delete(&state.db, tenant.org_id, id.0, cascade.0.unwrap_or(false)).await?;
+        Ok(Deleted::Deleted)
+    }
+}

@@ -1,0 +1,230 @@
+//! `/tools`: the external APIs of the caller's organization.
+
+use entity::tool;
+use poem::web::Data;
+use poem::Request;
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::types::Example;
+use poem_openapi::{Enum, Object, OpenApi};
+use uuid::Uuid;
+
+use super::body::{Fields, JsonBody, ReadBody};
+use super::pagination::{next_link, page_request};
+use super::responses::{Created, Deleted, Listed};
+use super::rules::{http_url, one_of, text};
+use super::timestamp::Timestamp;
+use super::ApiTags;
+use crate::error::ApiError;
+use crate::service::tools::{self, NewTool, ToolChanges};
+use crate::startup::AppState;
+use crate::tenant::Tenant;
+
+/// How a tool authenticates its calls.
+#[derive(Enum)]
+#[oai(rename_all = "camelCase")]
+pub enum AuthType {
+    None,
+    ApiKey,
+    Bearer,
+    Basic,
+    Oauth2,
+}
+
+/// A tool: an external API the organization calls.
+#[derive(Object)]
+#[oai(rename = "Tool", rename_all = "camelCase")]
+pub struct ToolOut {
+    /// Server-made UUID (version 7).
+    pub id: Uuid,
+    /// The organization the tool belongs to.
+    pub org_id: Uuid,
+    /// Unique in the organization.
+    pub name: String,
+    /// The API's absolute http(s) base URL, as given.
+    pub base_url: String,
+    /// One of `none`, `apiKey`, `bearer`, `basic`, `oauth2`.
+    pub auth_type: String,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// When it was last changed.
+    pub updated_at: Timestamp,
+}
+
+impl From<tool::Model> for ToolOut {
+    fn from(row: tool::Model) -> Self {
+        Self {
+            id: row.id,
+            org_id: row.org_id,
+            name: row.name,
+            base_url: row.base_url,
+            auth_type: row.auth_type,
+            created_at: row.created_at.into(),
+            updated_at: row.updated_at.into(),
+        }
+    }
+}
+
+/// A new tool.
+#[derive(Object)]
+#[oai(
+    rename = "ToolIn",
+    rename_all = "camelCase",
+    deny_unknown_fields,
+    example
+)]
+pub struct ToolIn {
+    /// 1 to 200 characters, unique in the organization.
+    #[oai(validator(min_length = 1, max_length = 200))]
+    pub name: String,
+    /// An absolute http or https URL (localhost and IP addresses allowed), at most 2048 characters.
+    #[oai(validator(max_length = 2048))]
+    pub base_url: String,
+    /// How the tool authenticates.
+    pub auth_type: AuthType,
+}
+
+impl Example for ToolIn {
+    fn example() -> Self {
+        Self {
+            name: "Slack".to_owned(),
+            base_url: "https://slack.com/api".to_owned(),
+            auth_type: AuthType::Bearer,
+        }
+    }
+}
+
+impl ReadBody for ToolIn {
+    type Value = NewTool;
+
+    fn read(fields: &mut Fields) -> NewTool {
+        NewTool {
+            name: fields.required("name", text(1, 200)),
+            base_url: fields.required("baseUrl", http_url),
+            auth_type: fields.required("authType", one_of::<AuthType>),
+        }
+    }
+}
+
+/// Changes to a tool; absent fields stay as they are.
+#[derive(Object)]
+#[oai(
+    rename = "ToolUpdate",
+    rename_all = "camelCase",
+    deny_unknown_fields,
+    example
+)]
+pub struct ToolUpdate {
+    /// 1 to 200 characters, unique in the organization.
+    #[oai(validator(min_length = 1, max_length = 200))]
+    pub name: Option<String>,
+    /// An absolute http or https URL, at most 2048 characters.
+    #[oai(validator(max_length = 2048))]
+    pub base_url: Option<String>,
+    /// How the tool authenticates.
+    pub auth_type: Option<AuthType>,
+}
+
+impl Example for ToolUpdate {
+    fn example() -> Self {
+        Self {
+            name: None,
+            base_url: Some("https://api.slack.com".to_owned()),
+            auth_type: None,
+        }
+    }
+}
+
+impl ReadBody for ToolUpdate {
+    type Value = ToolChanges;
+
+    fn read(fields: &mut Fields) -> ToolChanges {
+        ToolChanges {
+            name: fields.patch("name", text(1, 200)),
+            base_url: fields.patch("baseUrl", http_url),
+            auth_type: fields.patch("authType", one_of::<AuthType>),
+        }
+    }
+}
+
+/// The tools endpoints.
+pub struct ToolsApi;
+
+#[OpenApi(tag = "ApiTags::Tools")]
+impl ToolsApi {
+    /// Create a tool.
+    #[oai(path = "/tools", method = "post", operation_id = "createTool")]
+    async fn create(
+        &self,
+        state: Data<&AppState>,
+        tenant: Tenant,
+        body: JsonBody<ToolIn>,
+    ) -> Result<Created<ToolOut>, ApiError> {
+        let row = tools::create(&state.db, tenant.org_id, body.0).await?;
+        let location = format!("/tools/{}", row.id);
+        Ok(Created::Created(Json(row.into()), location))
+    }
+
+    /// List the organization's tools, newest first.
+    #[oai(path = "/tools", method = "get", operation_id = "listTools")]
+    async fn list(
+        &self,
+        state: Data<&AppState>,
+        tenant: Tenant,
+        request: &Request,
+        /// Page size, 1 to 1000 (default 100).
+        #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
+        limit: Query<Option<u64>>,
+        /// The opaque cursor from the previous page's `Link` header.
+        cursor: Query<Option<String>>,
+    ) -> Result<Listed<ToolOut>, ApiError> {
+        let page = page_request(limit.0, cursor.0.as_deref())?;
+        let rows = tools::list(&state.db, tenant.org_id, page).await?;
+        let link = next_link(request, page, rows.next);
+        Ok(Listed::Page(Json(rows.map(Into::into).items), link))
+    }
+
+    /// Get a tool.
+    #[oai(path = "/tools/:id", method = "get", operation_id = "getTool")]
+    async fn get(
+        &self,
+        state: Data<&AppState>,
+        tenant: Tenant,
+        /// The tool's id.
+        id: Path<Uuid>,
+    ) -> Result<Json<ToolOut>, ApiError> {
+        let row = tools::find(&state.db, tenant.org_id, id.0).await?;
+        Ok(Json(row.into()))
+    }
+
+    /// Update a tool (partial).
+    #[oai(path = "/tools/:id", method = "put", operation_id = "updateTool")]
+    async fn update(
+        &self,
+        state: Data<&AppState>,
+        tenant: Tenant,
+        /// The tool's id.
+        id: Path<Uuid>,
+        body: JsonBody<ToolUpdate>,
+    ) -> Result<Json<ToolOut>, ApiError> {
+        let row = tools::update(&state.db, tenant.org_id, id.0, body.0).await?;
+        Ok(Json(row.into()))
+    }
+
+    /// Delete a tool.
+    ///
+    /// 409 while the tool has actions, unless `?cascade=true`, which deletes them too.
+    #[oai(path = "/tools/:id", method = "delete", operation_id = "deleteTool")]
+    async fn delete(
+        &self,
+        state: Data<&AppState>,
+        tenant: Tenant,
+        /// The tool's id.
+        id: Path<Uuid>,
+        /// Also delete the tool's actions.
+        cascade: Query<Option<bool>>,
+    ) -> Result<Deleted, ApiError> {
+        tools::delete(&state.db, tenant.org_id, id.0, cascade.0.unwrap_or(false)).await?;
+        Ok(Deleted::Deleted)
+    }
+}

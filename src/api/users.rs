@@ -1,0 +1,211 @@
+//! `/users`: the users of the caller's organization.
+
+use entity::user;
+use poem::web::Data;
+use poem::Request;
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::types::Example;
+use poem_openapi::{Object, OpenApi};
+use uuid::Uuid;
+
+use super::body::{Fields, JsonBody, ReadBody};
+use super::pagination::{next_link, page_request};
+use super::responses::{Created, Deleted, Listed};
+use super::rules::{email, text};
+use super::timestamp::Timestamp;
+use super::ApiTags;
+use crate::error::ApiError;
+use crate::service::users::{self, NewUser, UserChanges};
+use crate::startup::AppState;
+use crate::tenant::{Tenant, UserCreator};
+
+/// A user of an organization.
+#[derive(Object)]
+#[oai(rename = "User", rename_all = "camelCase")]
+pub struct UserOut {
+    /// Server-made UUID (version 7).
+    pub id: Uuid,
+    /// The organization the user belongs to.
+    pub org_id: Uuid,
+    /// The address as given (uniqueness ignores letter case).
+    pub email: String,
+    /// Display name, if any.
+    pub name: Option<String>,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// When it was last changed.
+    pub updated_at: Timestamp,
+}
+
+impl From<user::Model> for UserOut {
+    fn from(row: user::Model) -> Self {
+        Self {
+            id: row.id,
+            org_id: row.org_id,
+            email: row.email,
+            name: row.name,
+            created_at: row.created_at.into(),
+            updated_at: row.updated_at.into(),
+        }
+    }
+}
+
+/// A new user.
+#[derive(Object)]
+#[oai(
+    rename = "UserIn",
+    rename_all = "camelCase",
+    deny_unknown_fields,
+    example
+)]
+pub struct UserIn {
+    /// A valid address of at most 254 characters, unique in the organization regardless of letter case.
+    #[oai(validator(max_length = 254))]
+    pub email: String,
+    /// At most 200 characters.
+    #[oai(validator(max_length = 200))]
+    pub name: Option<String>,
+}
+
+impl Example for UserIn {
+    fn example() -> Self {
+        Self {
+            email: "ada@example.com".to_owned(),
+            name: Some("Ada Lovelace".to_owned()),
+        }
+    }
+}
+
+impl ReadBody for UserIn {
+    type Value = NewUser;
+
+    fn read(fields: &mut Fields) -> NewUser {
+        NewUser {
+            email: fields.required("email", email),
+            name: fields.optional("name", text(0, 200)),
+        }
+    }
+}
+
+/// Changes to a user; absent fields stay as they are, `name: null` clears the name.
+#[derive(Object)]
+#[oai(
+    rename = "UserUpdate",
+    rename_all = "camelCase",
+    deny_unknown_fields,
+    example
+)]
+pub struct UserUpdate {
+    /// A valid address of at most 254 characters.
+    #[oai(validator(max_length = 254))]
+    pub email: Option<String>,
+    /// At most 200 characters; null clears it.
+    #[oai(validator(max_length = 200))]
+    pub name: Option<String>,
+}
+
+impl Example for UserUpdate {
+    fn example() -> Self {
+        Self {
+            email: None,
+            name: Some("Ada King".to_owned()),
+        }
+    }
+}
+
+impl ReadBody for UserUpdate {
+    type Value = UserChanges;
+
+    fn read(fields: &mut Fields) -> UserChanges {
+        UserChanges {
+            email: fields.patch("email", email),
+            name: fields.patch_nullable("name", text(0, 200)),
+        }
+    }
+}
+
+/// The users endpoints.
+pub struct UsersApi;
+
+#[OpenApi(tag = "ApiTags::Users")]
+impl UsersApi {
+    /// Create a user.
+    ///
+    /// The caller must be a user of the organization, except for the organization's first
+    /// user: into an organization with no users, any well-formed `X-User-ID` may create one.
+    #[oai(path = "/users", method = "post", operation_id = "createUser")]
+    async fn create(
+        &self,
+        state: Data<&AppState>,
+        creator: UserCreator,
+        body: JsonBody<UserIn>,
+    ) -> Result<Created<UserOut>, ApiError> {
+        let row = users::create(&state.db, creator.0.org_id, body.0).await?;
+        let location = format!("/users/{}", row.id);
+        Ok(Created::Created(Json(row.into()), location))
+    }
+
+    /// List the organization's users, newest first.
+    #[oai(path = "/users", method = "get", operation_id = "listUsers")]
+    async fn list(
+        &self,
+        state: Data<&AppState>,
+        tenant: Tenant,
+        request: &Request,
+        /// Page size, 1 to 1000 (default 100).
+        #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
+        limit: Query<Option<u64>>,
+        /// The opaque cursor from the previous page's `Link` header.
+        cursor: Query<Option<String>>,
+    ) -> Result<Listed<UserOut>, ApiError> {
+        let page = page_request(limit.0, cursor.0.as_deref())?;
+        let rows = users::list(&state.db, tenant.org_id, page).await?;
+        let link = next_link(request, page, rows.next);
+        Ok(Listed::Page(Json(rows.map(Into::into).items), link))
+    }
+
+    /// Get a user.
+    #[oai(path = "/users/:id", method = "get", operation_id = "getUser")]
+    async fn get(
+        &self,
+        state: Data<&AppState>,
+        tenant: Tenant,
+        /// The user's id.
+        id: Path<Uuid>,
+    ) -> Result<Json<UserOut>, ApiError> {
+        let row = users::find(&state.db, tenant.org_id, id.0).await?;
+        Ok(Json(row.into()))
+    }
+
+    /// Update a user (partial).
+    #[oai(path = "/users/:id", method = "put", operation_id = "updateUser")]
+    async fn update(
+        &self,
+        state: Data<&AppState>,
+        tenant: Tenant,
+        /// The user's id.
+        id: Path<Uuid>,
+        body: JsonBody<UserUpdate>,
+    ) -> Result<Json<UserOut>, ApiError> {
+        let row = users::update(&state.db, tenant.org_id, id.0, body.0).await?;
+        Ok(Json(row.into()))
+    }
+
+    /// Delete a user.
+    ///
+    /// 409 while the user has execution logs, unless `?cascade=true`, which deletes them too.
+    #[oai(path = "/users/:id", method = "delete", operation_id = "deleteUser")]
+    async fn delete(
+        &self,
+        state: Data<&AppState>,
+        tenant: Tenant,
+        /// The user's id.
+        id: Path<Uuid>,
+        /// Also delete the user's execution logs.
+        cascade: Query<Option<bool>>,
+    ) -> Result<Deleted, ApiError> {
+        users::delete(&state.db, tenant.org_id, id.0, cascade.0.unwrap_or(false)).await?;
+        Ok(Deleted::Deleted)
+    }
+}

@@ -1,0 +1,115 @@
+//! Actions: endpoints of a tool.
+
+use entity::{action, tool};
+use sea_orm::{ActiveModelTrait, ColumnTrait, Condition, DatabaseConnection, QueryFilter, Set};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::pagination::{fetch_page, Page, PageRequest};
+use super::tenant_scope::{
+    get_in, require_reference, set_if_changed, update_returning, TenantScoped,
+};
+use super::{now, ServiceError};
+
+/// A validated new action.
+#[derive(Debug)]
+pub struct NewAction {
+    pub tool_id: Uuid,
+    pub name: Option<String>,
+    pub method: String,
+    pub endpoint: String,
+    pub schema: Value,
+    pub execute_if: Option<Value>,
+}
+
+/// A validated partial update; `None` leaves a field as it is, `Some(None)` clears it.
+#[derive(Debug, Default)]
+pub struct ActionChanges {
+    pub tool_id: Option<Uuid>,
+    pub name: Option<Option<String>>,
+    pub method: Option<String>,
+    pub endpoint: Option<String>,
+    pub schema: Option<Value>,
+    pub execute_if: Option<Option<Value>>,
+}
+
+pub async fn create(
+    db: &DatabaseConnection,
+    org_id: Uuid,
+    new: NewAction,
+) -> Result<action::Model, ServiceError> {
+    require_reference::<tool::Entity>(db, org_id, "toolId", new.tool_id).await?;
+    let at = now();
+    let row = action::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        org_id: Set(org_id),
+        tool_id: Set(new.tool_id),
+        name: Set(new.name),
+        method: Set(new.method),
+        endpoint: Set(new.endpoint),
+        schema: Set(new.schema),
+        execute_if: Set(new.execute_if),
+        created_at: Set(at),
+        updated_at: Set(at),
+    };
+    Ok(row.insert(db).await?)
+}
+
+pub async fn find(
+    db: &DatabaseConnection,
+    org_id: Uuid,
+    id: Uuid,
+) -> Result<action::Model, ServiceError> {
+    get_in::<action::Entity>(db, org_id, id).await
+}
+
+/// One page of the organization's actions, of one tool when `tool_id` is given.
+pub async fn list(
+    db: &DatabaseConnection,
+    org_id: Uuid,
+    tool_id: Option<Uuid>,
+    page: PageRequest,
+) -> Result<Page<action::Model>, ServiceError> {
+    let mut rows = action::Entity::find_in(org_id);
+    if let Some(tool_id) = tool_id {
+        rows = rows.filter(action::Column::ToolId.eq(tool_id));
+    }
+    Ok(fetch_page(db, rows, action::Column::Id, |row| row.id, page).await?)
+}
+
+pub async fn update(
+    db: &DatabaseConnection,
+    org_id: Uuid,
+    id: Uuid,
+    changes: ActionChanges,
+) -> Result<action::Model, ServiceError> {
+    let current = find(db, org_id, id).await?;
+    if let Some(tool_id) = changes.tool_id {
+        require_reference::<tool::Entity>(db, org_id, "toolId", tool_id).await?;
+    }
+    let mut row: action::ActiveModel = Default::default();
+    let changed = set_if_changed(&mut row.tool_id, &current.tool_id, changes.tool_id)
+        | set_if_changed(&mut row.name, &current.name, changes.name)
+        | set_if_changed(&mut row.method, &current.method, changes.method)
+        | set_if_changed(&mut row.endpoint, &current.endpoint, changes.endpoint)
+        | set_if_changed(&mut row.schema, &current.schema, changes.schema)
+        | set_if_changed(&mut row.execute_if, &current.execute_if, changes.execute_if);
+    if !changed {
+        return Ok(current);
+    }
+    row.updated_at = Set(now());
+    update_returning::<action::Entity>(db, org_id, id, row, Condition::all())
+        .await?
+        .ok_or(ServiceError::NotFound("action"))
+}
+
+pub async fn delete(db: &DatabaseConnection, org_id: Uuid, id: Uuid) -> Result<(), ServiceError> {
+    let deleted = action::Entity::delete_in(org_id)
+        .filter(action::Column::Id.eq(id))
+        .exec(db)
+        .await?;
+    if deleted.rows_affected == 0 {
+        return Err(ServiceError::NotFound("action"));
+    }
+    Ok(())
+}

@@ -1,0 +1,151 @@
+//! Execution logs: the audit trail of flow runs.
+
+use entity::{execution_log, flow};
+use sea_orm::{ActiveModelTrait, ColumnTrait, Condition, DatabaseConnection, QueryFilter, Set};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::pagination::{fetch_page, Page, PageRequest};
+use super::tenant_scope::{
+    get_in, require_reference, set_if_changed, update_returning, TenantScoped,
+};
+use super::{now, ServiceError};
+
+/// A validated new execution log; its user is the caller.
+#[derive(Debug)]
+pub struct NewExecutionLog {
+    pub flow_id: Uuid,
+    pub execution_id: Option<String>,
+    pub step_id: String,
+    pub status: String,
+    pub inputs: Value,
+    pub outputs: Option<Value>,
+    pub error: Option<Value>,
+}
+
+/// A validated partial update; `None` leaves a field as it is, `Some(None)` clears it.
+#[derive(Debug, Default)]
+pub struct ExecutionLogChanges {
+    pub flow_id: Option<Uuid>,
+    pub execution_id: Option<Option<String>>,
+    pub step_id: Option<String>,
+    pub status: Option<String>,
+    pub inputs: Option<Value>,
+    pub outputs: Option<Option<Value>>,
+    pub error: Option<Option<Value>>,
+}
+
+/// The list filters; each given one narrows the list.
+#[derive(Debug, Default)]
+pub struct ExecutionLogFilter {
+    pub flow_id: Option<Uuid>,
+    pub user_id: Option<Uuid>,
+    pub execution_id: Option<String>,
+    pub status: Option<String>,
+}
+
+pub async fn create(
+    db: &DatabaseConnection,
+    org_id: Uuid,
+    user_id: Uuid,
+    new: NewExecutionLog,
+) -> Result<execution_log::Model, ServiceError> {
+    require_reference::<flow::Entity>(db, org_id, "flowId", new.flow_id).await?;
+    let at = now();
+    let row = execution_log::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        org_id: Set(org_id),
+        flow_id: Set(new.flow_id),
+        user_id: Set(user_id),
+        execution_id: Set(new.execution_id),
+        step_id: Set(new.step_id),
+        status: Set(new.status),
+        inputs: Set(new.inputs),
+        outputs: Set(new.outputs),
+        error: Set(new.error),
+        created_at: Set(at),
+        updated_at: Set(at),
+    };
+    Ok(row.insert(db).await?)
+}
+
+pub async fn find(
+    db: &DatabaseConnection,
+    org_id: Uuid,
+    id: Uuid,
+) -> Result<execution_log::Model, ServiceError> {
+    get_in::<execution_log::Entity>(db, org_id, id).await
+}
+
+pub async fn list(
+    db: &DatabaseConnection,
+    org_id: Uuid,
+    filter: ExecutionLogFilter,
+    page: PageRequest,
+) -> Result<Page<execution_log::Model>, ServiceError> {
+    let condition = Condition::all()
+        .add_option(
+            filter
+                .flow_id
+                .map(|id| execution_log::Column::FlowId.eq(id)),
+        )
+        .add_option(
+            filter
+                .user_id
+                .map(|id| execution_log::Column::UserId.eq(id)),
+        )
+        .add_option(
+            filter
+                .execution_id
+                .map(|id| execution_log::Column::ExecutionId.eq(id)),
+        )
+        .add_option(
+            filter
+                .status
+                .map(|status| execution_log::Column::Status.eq(status)),
+        );
+    let rows = execution_log::Entity::find_in(org_id).filter(condition);
+    Ok(fetch_page(db, rows, execution_log::Column::Id, |row| row.id, page).await?)
+}
+
+pub async fn update(
+    db: &DatabaseConnection,
+    org_id: Uuid,
+    id: Uuid,
+    changes: ExecutionLogChanges,
+) -> Result<execution_log::Model, ServiceError> {
+    let current = find(db, org_id, id).await?;
+    if let Some(flow_id) = changes.flow_id {
+        require_reference::<flow::Entity>(db, org_id, "flowId", flow_id).await?;
+    }
+    let mut row: execution_log::ActiveModel = Default::default();
+    let changed = set_if_changed(&mut row.flow_id, &current.flow_id, changes.flow_id)
+        | set_if_changed(
+            &mut row.execution_id,
+            &current.execution_id,
+            changes.execution_id,
+        )
+        | set_if_changed(&mut row.step_id, &current.step_id, changes.step_id)
+        | set_if_changed(&mut row.status, &current.status, changes.status)
+        | set_if_changed(&mut row.inputs, &current.inputs, changes.inputs)
+        | set_if_changed(&mut row.outputs, &current.outputs, changes.outputs)
+        | set_if_changed(&mut row.error, &current.error, changes.error);
+    if !changed {
+        return Ok(current);
+    }
+    row.updated_at = Set(now());
+    update_returning::<execution_log::Entity>(db, org_id, id, row, Condition::all())
+        .await?
+        .ok_or(ServiceError::NotFound("execution log"))
+}
+
+pub async fn delete(db: &DatabaseConnection, org_id: Uuid, id: Uuid) -> Result<(), ServiceError> {
+    let deleted = execution_log::Entity::delete_in(org_id)
+        .filter(execution_log::Column::Id.eq(id))
+        .exec(db)
+        .await?;
+    if deleted.rows_affected == 0 {
+        return Err(ServiceError::NotFound("execution log"));
+    }
+    Ok(())
+}
