@@ -41,7 +41,7 @@ on_both_backends! {
         reply.assert_problem(413);
         let chunked_body = format!("{{\"name\":\"{padding}\"}}").into_bytes();
         let chunked = poem::Body::from_async_read(std::io::Cursor::new(chunked_body));
-        let reply = app.send_raw(Method::POST, "/organizations", Some("application/json"), chunked).await;
+        let reply = app.send_raw(Method::POST, "/organizations", Some("application/json"), chunked, &[]).await;
         reply.assert_problem(413);
         assert_eq!(app.get("/organizations").await.body, json!([]));
     }

@@ -3,9 +3,12 @@
 
 mod helpers;
 
+mod concurrency;
 mod errors;
 mod migrations;
 mod openapi;
 mod operations;
 mod organizations;
+mod resources;
 mod startup;
+mod tenancy;

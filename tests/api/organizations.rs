@@ -148,16 +148,16 @@ on_both_backends! {
 
     async fn post_organization_refuses_bodies_that_are_not_a_json_object(app) {
         use poem::http::Method;
-        let not_json = app.send_raw(Method::POST, "/organizations", Some("application/json"), "{\"name\":").await;
+        let not_json = app.send_raw(Method::POST, "/organizations", Some("application/json"), "{\"name\":", &[]).await;
         not_json.assert_problem(400);
-        let array = app.send_raw(Method::POST, "/organizations", Some("application/json"), "[1]").await;
+        let array = app.send_raw(Method::POST, "/organizations", Some("application/json"), "[1]", &[]).await;
         assert_eq!(array.assert_problem(400), ["body"]);
-        let form = app.send_raw(Method::POST, "/organizations", Some("application/x-www-form-urlencoded"), "name=Acme").await;
+        let form = app.send_raw(Method::POST, "/organizations", Some("application/x-www-form-urlencoded"), "name=Acme", &[]).await;
         assert_eq!(form.assert_problem(400), ["Content-Type"]);
-        let bare = app.send_raw(Method::POST, "/organizations", None, "{\"name\":\"Acme\"}").await;
+        let bare = app.send_raw(Method::POST, "/organizations", None, "{\"name\":\"Acme\"}", &[]).await;
         assert_eq!(bare.assert_problem(400), ["Content-Type"]);
         let charset = app
-            .send_raw(Method::POST, "/organizations", Some("application/json; charset=utf-8"), "{\"name\":\"Acme\"}")
+            .send_raw(Method::POST, "/organizations", Some("application/json; charset=utf-8"), "{\"name\":\"Acme\"}", &[])
             .await;
         assert_eq!(charset.status, 201);
     }

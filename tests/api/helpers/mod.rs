@@ -5,7 +5,7 @@ mod database;
 mod http;
 
 pub use database::{Backend, TestDb};
-pub use http::{ids, next_path, TestApp};
+pub use http::{ids, next_path, Caller, TestApp};
 
 use std::future::Future;
 
