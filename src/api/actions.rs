@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::body::{Fields, JsonBody, ReadBody};
-use super::pagination::{next_link, page_request};
+use super::pagination::page_request;
 use super::responses::{Created, Deleted, Listed};
 use super::rules::{endpoint, json_object, string_or_object, text, upper_case_one_of, uuid};
 use super::timestamp::Timestamp;
@@ -204,8 +204,7 @@ impl ActionsApi {
         body: JsonBody<ActionIn>,
     ) -> Result<Created<ActionOut>, ApiError> {
         let row = actions::create(&state.db, tenant.org_id, body.0).await?;
-        let location = format!("/actions/{}", row.id);
-        Ok(Created::Created(Json(row.into()), location))
+        Ok(Created::at("/actions", row.id, row.into()))
     }
 
     /// List the organization's actions, newest first, optionally of one tool.
@@ -226,8 +225,7 @@ impl ActionsApi {
     ) -> Result<Listed<ActionOut>, ApiError> {
         let page = page_request(limit.0, cursor.0.as_deref())?;
         let rows = actions::list(&state.db, tenant.org_id, tool_id.0, page).await?;
-        let link = next_link(request, page, rows.next);
-        Ok(Listed::Page(Json(rows.map(Into::into).items), link))
+        Ok(Listed::page(request, page, rows))
     }
 
     /// Get an action.

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::body::{Fields, JsonBody, ReadBody};
-use super::pagination::{next_link, page_request};
+use super::pagination::page_request;
 use super::responses::{Created, Deleted, Listed};
 use super::rules::{any_json, enum_text, json_object, one_of, text, uuid};
 use super::timestamp::Timestamp;
@@ -219,8 +219,7 @@ impl ExecutionLogsApi {
         body: JsonBody<ExecutionLogIn>,
     ) -> Result<Created<ExecutionLogOut>, ApiError> {
         let row = execution_logs::create(&state.db, tenant.org_id, tenant.user_id, body.0).await?;
-        let location = format!("/execution-logs/{}", row.id);
-        Ok(Created::Created(Json(row.into()), location))
+        Ok(Created::at("/execution-logs", row.id, row.into()))
     }
 
     /// List the organization's execution logs, newest first, with optional filters.
@@ -260,8 +259,7 @@ impl ExecutionLogsApi {
             status: status.0.as_ref().and_then(enum_text),
         };
         let rows = execution_logs::list(&state.db, tenant.org_id, filter, page).await?;
-        let link = next_link(request, page, rows.next);
-        Ok(Listed::Page(Json(rows.map(Into::into).items), link))
+        Ok(Listed::page(request, page, rows))
     }
 
     /// Get an execution log.

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::body::{Fields, JsonBody, ReadBody};
-use super::pagination::{next_link, page_request};
+use super::pagination::page_request;
 use super::responses::{Created, Deleted, Listed};
 use super::rules::{steps, text, version};
 use super::timestamp::Timestamp;
@@ -161,8 +161,7 @@ impl FlowsApi {
         body: JsonBody<FlowIn>,
     ) -> Result<Created<FlowOut>, ApiError> {
         let row = flows::create(&state.db, tenant.org_id, body.0).await?;
-        let location = format!("/flows/{}", row.id);
-        Ok(Created::Created(Json(row.into()), location))
+        Ok(Created::at("/flows", row.id, row.into()))
     }
 
     /// List the organization's flows, newest first.
@@ -180,8 +179,7 @@ impl FlowsApi {
     ) -> Result<Listed<FlowOut>, ApiError> {
         let page = page_request(limit.0, cursor.0.as_deref())?;
         let rows = flows::list(&state.db, tenant.org_id, page).await?;
-        let link = next_link(request, page, rows.next);
-        Ok(Listed::Page(Json(rows.map(Into::into).items), link))
+        Ok(Listed::page(request, page, rows))
     }
 
     /// Get a flow.

@@ -10,7 +10,7 @@ use poem_openapi::{Object, OpenApi};
 use uuid::Uuid;
 
 use super::body::{Fields, JsonBody, ReadBody};
-use super::pagination::{next_link, page_request};
+use super::pagination::page_request;
 use super::responses::{Created, Deleted, Listed};
 use super::rules::text;
 use super::timestamp::Timestamp;
@@ -125,8 +125,7 @@ impl OrganizationsApi {
         body: JsonBody<OrganizationIn>,
     ) -> Result<Created<OrganizationOut>, ApiError> {
         let row = organizations::create(&state.db, body.0).await?;
-        let location = format!("/organizations/{}", row.id);
-        Ok(Created::Created(Json(row.into()), location))
+        Ok(Created::at("/organizations", row.id, row.into()))
     }
 
     /// List organizations, newest first.
@@ -147,8 +146,7 @@ impl OrganizationsApi {
     ) -> Result<Listed<OrganizationOut>, ApiError> {
         let page = page_request(limit.0, cursor.0.as_deref())?;
         let rows = organizations::list(&state.db, page).await?;
-        let link = next_link(request, page, rows.next);
-        Ok(Listed::Page(Json(rows.map(Into::into).items), link))
+        Ok(Listed::page(request, page, rows))
     }
 
     /// Get an organization.

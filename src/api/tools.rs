@@ -10,7 +10,7 @@ use poem_openapi::{Enum, Object, OpenApi};
 use uuid::Uuid;
 
 use super::body::{Fields, JsonBody, ReadBody};
-use super::pagination::{next_link, page_request};
+use super::pagination::page_request;
 use super::responses::{Created, Deleted, Listed};
 use super::rules::{http_url, one_of, text};
 use super::timestamp::Timestamp;
@@ -161,8 +161,7 @@ impl ToolsApi {
         body: JsonBody<ToolIn>,
     ) -> Result<Created<ToolOut>, ApiError> {
         let row = tools::create(&state.db, tenant.org_id, body.0).await?;
-        let location = format!("/tools/{}", row.id);
-        Ok(Created::Created(Json(row.into()), location))
+        Ok(Created::at("/tools", row.id, row.into()))
     }
 
     /// List the organization's tools, newest first.
@@ -180,8 +179,7 @@ impl ToolsApi {
     ) -> Result<Listed<ToolOut>, ApiError> {
         let page = page_request(limit.0, cursor.0.as_deref())?;
         let rows = tools::list(&state.db, tenant.org_id, page).await?;
-        let link = next_link(request, page, rows.next);
-        Ok(Listed::Page(Json(rows.map(Into::into).items), link))
+        Ok(Listed::page(request, page, rows))
     }
 
     /// Get a tool.

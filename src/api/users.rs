@@ -10,7 +10,7 @@ use poem_openapi::{Object, OpenApi};
 use uuid::Uuid;
 
 use super::body::{Fields, JsonBody, ReadBody};
-use super::pagination::{next_link, page_request};
+use super::pagination::page_request;
 use super::responses::{Created, Deleted, Listed};
 use super::rules::{email, text};
 use super::timestamp::Timestamp;
@@ -142,8 +142,7 @@ impl UsersApi {
         body: JsonBody<UserIn>,
     ) -> Result<Created<UserOut>, ApiError> {
         let row = users::create(&state.db, creator.0.org_id, body.0).await?;
-        let location = format!("/users/{}", row.id);
-        Ok(Created::Created(Json(row.into()), location))
+        Ok(Created::at("/users", row.id, row.into()))
     }
 
     /// List the organization's users, newest first.
@@ -161,8 +160,7 @@ impl UsersApi {
     ) -> Result<Listed<UserOut>, ApiError> {
         let page = page_request(limit.0, cursor.0.as_deref())?;
         let rows = users::list(&state.db, tenant.org_id, page).await?;
-        let link = next_link(request, page, rows.next);
-        Ok(Listed::Page(Json(rows.map(Into::into).items), link))
+        Ok(Listed::page(request, page, rows))
     }
 
     /// Get a user.

@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::pagination::{fetch_page, Page, PageRequest};
 use super::tenant_scope::{
-    get_in, require_reference, set_if_changed, update_returning, TenantScoped,
+    delete_one_in, get_in, require_reference, set_if_changed, update_returning, TenantScoped,
 };
 use super::{now, ServiceError};
 
@@ -104,12 +104,5 @@ pub async fn update(
 }
 
 pub async fn delete(db: &DatabaseConnection, org_id: Uuid, id: Uuid) -> Result<(), ServiceError> {
-    let deleted = action::Entity::delete_in(org_id)
-        .filter(action::Column::Id.eq(id))
-        .exec(db)
-        .await?;
-    if deleted.rows_affected == 0 {
-        return Err(ServiceError::NotFound("action"));
-    }
-    Ok(())
+    delete_one_in::<action::Entity>(db, org_id, id).await
 }

@@ -44,9 +44,13 @@ pub fn now() -> DateTime<Utc> {
 }
 
 /// A unique-index violation becomes a conflict saying `message`; other errors pass through.
-pub fn conflict_on_duplicate(err: DbErr, message: &str) -> ServiceError {
-    match err.sql_err() {
-        Some(SqlErr::UniqueConstraintViolation(_)) => ServiceError::Conflict(message.to_owned()),
-        _ => ServiceError::Db(err),
+pub fn conflict_on_duplicate(err: impl Into<ServiceError>, message: &str) -> ServiceError {
+    match err.into() {
+        ServiceError::Db(err)
+            if matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) =>
+        {
+            ServiceError::Conflict(message.to_owned())
+        }
+        other => other,
     }
 }

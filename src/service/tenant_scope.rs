@@ -139,6 +139,22 @@ where
     }
 }
 
+/// Deletes row `id` of `org_id`, which nothing references; `NotFound` when there is none.
+pub async fn delete_one_in<E: TenantScoped>(
+    db: &impl ConnectionTrait,
+    org_id: Uuid,
+    id: Uuid,
+) -> Result<(), ServiceError> {
+    let deleted = E::delete_in(org_id)
+        .filter(E::id_column().eq(id))
+        .exec(db)
+        .await?;
+    if deleted.rows_affected == 0 {
+        return Err(ServiceError::NotFound(E::NAME));
+    }
+    Ok(())
+}
+
 /// The rows of `D` that reference a row of `E` through `D::column`: what blocks deleting it.
 pub struct Dependents<D: TenantScoped> {
     pub column: D::Column,

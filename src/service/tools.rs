@@ -82,10 +82,7 @@ pub async fn update(
     row.updated_at = Set(now());
     update_returning::<tool::Entity>(db, org_id, id, row, Condition::all())
         .await
-        .map_err(|err| match err {
-            ServiceError::Db(err) => conflict_on_duplicate(err, DUPLICATE_NAME),
-            other => other,
-        })?
+        .map_err(|err| conflict_on_duplicate(err, DUPLICATE_NAME))?
         .ok_or(ServiceError::NotFound("tool"))
 }
 

@@ -86,10 +86,7 @@ pub async fn update(
     row.updated_at = Set(now());
     update_returning::<user::Entity>(db, org_id, id, row, Condition::all())
         .await
-        .map_err(|err| match err {
-            ServiceError::Db(err) => conflict_on_duplicate(err, DUPLICATE_EMAIL),
-            other => other,
-        })?
+        .map_err(|err| conflict_on_duplicate(err, DUPLICATE_EMAIL))?
         .ok_or(ServiceError::NotFound("user"))
 }
 
