@@ -22,5 +22,11 @@ on_both_backends! {
         for outside in ["<script src=\"http", "<link href=\"http", "cdn."] {
             assert!(!docs.text.contains(outside), "Swagger UI must not load {outside}");
         }
+        let served = app.get("/openapi.json").await;
+        assert!(docs.text.contains(&served.text), "Swagger UI shows the document that is served");
+        let both_headers = &served.body["paths"]["/tools"]["get"]["security"];
+        assert_eq!(both_headers, &json!([{ "OrgId": [], "UserId": [] }]), "one requirement with both headers");
+        assert_eq!(served.body["components"]["securitySchemes"]["OrgId"]["name"], "X-Org-ID");
+        assert_eq!(served.body["components"]["securitySchemes"]["UserId"]["name"], "X-User-ID");
     }
 }
