@@ -185,10 +185,6 @@ impl ApiError {
         )
     }
 
-    pub fn status(&self) -> StatusCode {
-        self.status
-    }
-
     fn body(&self) -> ProblemBody {
         ProblemBody {
             kind: self.kind.to_owned(),
@@ -301,11 +297,9 @@ impl From<ServiceError> for ApiError {
         match err {
             ServiceError::NotFound(what) => Self::not_found(format!("no such {what}")),
             ServiceError::Conflict(detail) => Self::conflict(detail),
-            ServiceError::Invalid(errors) => Self::validation(errors),
             ServiceError::UnknownReference { field, message } => {
                 Self::unknown_reference(field, &message)
             }
-            ServiceError::Forbidden(detail) => Self::forbidden(detail),
             ServiceError::Db(err) => Self::from(err),
         }
     }

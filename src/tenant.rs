@@ -68,7 +68,18 @@ fn state(request: &Request) -> Result<&AppState, ApiError> {
         .ok_or_else(|| ApiError::internal(&"AppState is not attached to the route"))
 }
 
-const NOT_A_MEMBER: &str = "X-User-ID is not a user of the organization named by X-Org-ID";
+/// Reads the headers and checks the caller against the database. A member is admitted; a
+/// caller into an organization with no users only when `admit_first_user`.
+async fn verified_tenant(request: &Request, admit_first_user: bool) -> Result<Tenant, ApiError> {
+    let tenant = claimed_tenant(request)?;
+    match tenancy::membership(&state(request)?.db, tenant.org_id, tenant.user_id).await? {
+        Membership::Member => Ok(tenant),
+        Membership::EmptyOrganization if admit_first_user => Ok(tenant),
+        Membership::EmptyOrganization | Membership::Stranger => Err(ApiError::forbidden(
+            "X-User-ID is not a user of the organization named by X-Org-ID",
+        )),
+    }
+}
 
 fn register_schemes(registry: &mut Registry) {
     for (scheme, header) in SECURITY_SCHEMES.into_iter().zip([ORG_HEADER, USER_HEADER]) {
@@ -110,16 +121,7 @@ impl<'a> ApiExtractor<'a> for Tenant {
         _body: &mut RequestBody,
         _param_opts: ExtractParamOptions<Self::ParamType>,
     ) -> Result<Self> {
-        let tenant = claimed_tenant(request)?;
-        match tenancy::membership(&state(request)?.db, tenant.org_id, tenant.user_id)
-            .await
-            .map_err(ApiError::from)?
-        {
-            Membership::Member => Ok(tenant),
-            Membership::EmptyOrganization | Membership::Stranger => {
-                Err(ApiError::forbidden(NOT_A_MEMBER).into())
-            }
-        }
+        Ok(verified_tenant(request, false).await?)
     }
 }
 
@@ -142,13 +144,6 @@ impl<'a> ApiExtractor<'a> for UserCreator {
         _body: &mut RequestBody,
         _param_opts: ExtractParamOptions<Self::ParamType>,
     ) -> Result<Self> {
-        let tenant = claimed_tenant(request)?;
-        match tenancy::membership(&state(request)?.db, tenant.org_id, tenant.user_id)
-            .await
-            .map_err(ApiError::from)?
-        {
-            Membership::Member | Membership::EmptyOrganization => Ok(Self(tenant)),
-            Membership::Stranger => Err(ApiError::forbidden(NOT_A_MEMBER).into()),
-        }
+        Ok(Self(verified_tenant(request, true).await?))
     }
 }

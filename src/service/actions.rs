@@ -1,7 +1,7 @@
 //! Actions: endpoints of a tool.
 
 use entity::{action, tool};
-use sea_orm::{ActiveModelTrait, ColumnTrait, Condition, DatabaseConnection, QueryFilter, Set};
+use sea_orm::{ActiveModelTrait, ColumnTrait, DatabaseConnection, QueryFilter, Set};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -98,7 +98,7 @@ pub async fn update(
         return Ok(current);
     }
     row.updated_at = Set(now());
-    update_returning::<action::Entity>(db, org_id, id, row, Condition::all())
+    update_returning::<action::Entity>(db, org_id, id, row)
         .await?
         .ok_or(ServiceError::NotFound("action"))
 }

@@ -134,7 +134,7 @@ pub async fn update(
         return Ok(current);
     }
     row.updated_at = Set(now());
-    update_returning::<execution_log::Entity>(db, org_id, id, row, Condition::all())
+    update_returning::<execution_log::Entity>(db, org_id, id, row)
         .await?
         .ok_or(ServiceError::NotFound("execution log"))
 }

@@ -2,7 +2,7 @@
 
 use entity::{execution_log, flow};
 use sea_orm::sea_query::{Expr, ExprTrait};
-use sea_orm::{ActiveModelTrait, ColumnTrait, Condition, DatabaseConnection, QueryFilter, Set};
+use sea_orm::{ActiveModelTrait, ColumnTrait, DatabaseConnection, QueryFilter, Set};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -96,7 +96,7 @@ pub async fn update(
             flow::Column::Version,
             Expr::col(flow::Column::Version).add(1),
         )
-        .filter(Condition::all().add(flow::Column::Version.eq(current.version)))
+        .filter(flow::Column::Version.eq(current.version))
         .exec_with_returning(db)
         .await?;
     match updated.pop() {

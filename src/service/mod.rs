@@ -13,8 +13,6 @@ pub mod users;
 use chrono::{DateTime, SubsecRound, Utc};
 use sea_orm::{DbErr, SqlErr};
 
-use crate::error::FieldError;
-
 /// What a service call can fail with, in domain words; `ApiError` picks the status.
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -23,16 +21,12 @@ pub enum ServiceError {
     NotFound(&'static str),
     #[error("conflict: {0}")]
     Conflict(String),
-    #[error("invalid input")]
-    Invalid(Vec<FieldError>),
     /// A body names a row that does not exist in the caller's organization.
     #[error("{field}: {message}")]
     UnknownReference {
         field: &'static str,
         message: String,
     },
-    #[error("forbidden: {0}")]
-    Forbidden(String),
     #[error(transparent)]
     Db(#[from] DbErr),
 }

@@ -2,7 +2,6 @@
 //! organization. A query on a tenant table that does not go through it is a bug.
 
 use entity::{action, execution_log, flow, tool, user};
-use sea_orm::sea_query::IntoCondition;
 use sea_orm::{
     ActiveValue, ColumnTrait, ConnectionTrait, DatabaseConnection, DeleteMany, EntityTrait,
     PaginatorTrait, QueryFilter, Select, TransactionTrait, UpdateMany, Value,
@@ -108,18 +107,16 @@ pub async fn require_reference<E: TenantScoped>(
     }
 }
 
-/// Writes the set fields of `changes` to row `id` of `org_id`, narrowed further by `condition`
-/// (e.g. a version precondition), and returns the row as stored; `None` when no row matched.
+/// Writes the set fields of `changes` to row `id` of `org_id` and returns the row as stored;
+/// `None` when there is no such row.
 pub async fn update_returning<E: TenantScoped>(
     db: &impl ConnectionTrait,
     org_id: Uuid,
     id: Uuid,
     changes: E::ActiveModel,
-    condition: impl IntoCondition,
 ) -> Result<Option<E::Model>, ServiceError> {
     let mut rows = E::update_in(org_id, id)
         .set(changes)
-        .filter(condition)
         .exec_with_returning(db)
         .await?;
     Ok(rows.pop())

@@ -1,7 +1,7 @@
 //! Tools: the external APIs an organization calls.
 
 use entity::{action, tool};
-use sea_orm::{ActiveModelTrait, Condition, DatabaseConnection, Set};
+use sea_orm::{ActiveModelTrait, DatabaseConnection, Set};
 use uuid::Uuid;
 
 use super::pagination::{fetch_page, Page, PageRequest};
@@ -80,7 +80,7 @@ pub async fn update(
         return Ok(current);
     }
     row.updated_at = Set(now());
-    update_returning::<tool::Entity>(db, org_id, id, row, Condition::all())
+    update_returning::<tool::Entity>(db, org_id, id, row)
         .await
         .map_err(|err| conflict_on_duplicate(err, DUPLICATE_NAME))?
         .ok_or(ServiceError::NotFound("tool"))

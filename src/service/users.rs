@@ -1,7 +1,7 @@
 //! Users of an organization.
 
 use entity::{execution_log, user};
-use sea_orm::{ActiveModelTrait, Condition, DatabaseConnection, Set};
+use sea_orm::{ActiveModelTrait, DatabaseConnection, Set};
 use uuid::Uuid;
 
 use super::pagination::{fetch_page, Page, PageRequest};
@@ -84,7 +84,7 @@ pub async fn update(
     }
     set_if_changed(&mut row.email_folded, &current.email_folded, email_folded);
     row.updated_at = Set(now());
-    update_returning::<user::Entity>(db, org_id, id, row, Condition::all())
+    update_returning::<user::Entity>(db, org_id, id, row)
         .await
         .map_err(|err| conflict_on_duplicate(err, DUPLICATE_EMAIL))?
         .ok_or(ServiceError::NotFound("user"))
