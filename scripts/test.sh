@@ -1,13 +1,42 @@
 #!/usr/bin/env bash
-# Runs the whole integration suite on SQLite and PostgreSQL.
+# Runs the whole integration suite, twice:
+#   1. on SQLite and on PostgreSQL as a superuser on one URL;
+#   2. the PostgreSQL cases again in Neon's production shape: queries as a least-privileged
+#      application role through PgBouncer in transaction mode, migrations as the owner role
+#      straight to the server.
 #
-# PostgreSQL: the server named by TEST_DATABASE_URL (a URL of a user who may create databases),
-# or else a throwaway cluster started here (initdb + pg_ctl in a temp dir, on a free port) and
-# removed on exit. SKIP_POSTGRES=1 skips the PostgreSQL cases on purpose; nothing else does.
+# What it starts here, each on a free port, all removed on exit:
+#   - PostgreSQL: the server named by TEST_DATABASE_URL (a superuser URL), or else a throwaway
+#     cluster (initdb + pg_ctl in a temp dir). SKIP_POSTGRES=1 skips the PostgreSQL cases on
+#     purpose (and run 2); nothing else does.
+#   - PgBouncer (Debian's `pgbouncer`) in front of it, pool_mode = transaction: TEST_POOLER_URL.
+#   - A local AWS Secrets Manager (`moto_server`, PyPI `moto[server]`): TEST_AWS_ENDPOINT_URL.
+# Arguments are passed to `cargo nextest run` (e.g. a test name filter).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 log() { printf '==> %s\n' "$*" >&2; }
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+CLEANUP=()
+cleanup() {
+  local step
+  for step in "${CLEANUP[@]}"; do eval "$step" >/dev/null 2>&1 || true; done
+}
+trap cleanup EXIT
+
+# Runs a command as the postgres system user when we are root (initdb and pgbouncer refuse root).
+as_service_user() {
+  if [ "$(id -u)" = 0 ]; then
+    id postgres >/dev/null 2>&1 || useradd --system --no-create-home postgres
+    runuser -u postgres -- "$@"
+  else
+    "$@"
+  fi
+}
 
 find_pg_bin() {
   local dir
@@ -19,29 +48,67 @@ find_pg_bin() {
 }
 
 start_throwaway_postgres() {
-  local bin port run_as=()
+  local bin port dir
   bin=$(find_pg_bin) || { log "no PostgreSQL server binaries (initdb) found: install postgresql or set TEST_DATABASE_URL"; exit 1; }
-  PG_TMP=$(mktemp -d /tmp/tolstoy-pg.XXXXXX)
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  # initdb refuses to run as root; run the cluster as the postgres system user then.
-  if [ "$(id -u)" = 0 ]; then
-    id postgres >/dev/null 2>&1 || useradd --system --home-dir "$PG_TMP" postgres
-    chown postgres "$PG_TMP"
-    run_as=(runuser -u postgres --)
-  fi
-  "${run_as[@]}" "$bin/initdb" -D "$PG_TMP/data" -U postgres -A trust -E UTF8 --locale=C --no-sync >/dev/null
-  "${run_as[@]}" "$bin/pg_ctl" -D "$PG_TMP/data" -l "$PG_TMP/server.log" -w -o \
-    "-p $port -k $PG_TMP -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
+  dir=$(mktemp -d /tmp/tolstoy-pg.XXXXXX)
+  port=$(free_port)
+  [ "$(id -u)" = 0 ] && { id postgres >/dev/null 2>&1 || useradd --system --no-create-home postgres; chown postgres "$dir"; }
+  as_service_user "$bin/initdb" -D "$dir/data" -U postgres -A trust -E UTF8 --locale=C --no-sync >/dev/null
+  as_service_user "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -o \
+    "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
     start >/dev/null
-  PG_STOP=("${run_as[@]}" "$bin/pg_ctl" -D "$PG_TMP/data" -m immediate stop)
-  trap 'stop_throwaway_postgres' EXIT
+  CLEANUP+=("as_service_user '$bin/pg_ctl' -D '$dir/data' -m immediate stop; rm -rf '$dir'")
   export TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$port/postgres"
-  log "throwaway PostgreSQL $("$bin/postgres" --version | awk '{print $3}') on 127.0.0.1:$port ($PG_TMP)"
+  log "throwaway PostgreSQL $("$bin/postgres" --version | awk '{print $3}') on 127.0.0.1:$port ($dir)"
 }
 
-stop_throwaway_postgres() {
-  "${PG_STOP[@]}" >/dev/null 2>&1 || true
-  rm -rf "$PG_TMP"
+# PgBouncer in transaction mode in front of the TEST_DATABASE_URL server, for every database.
+start_pgbouncer() {
+  local bin port dir server_host server_port
+  bin=$(command -v pgbouncer || ls /usr/sbin/pgbouncer 2>/dev/null) || { log "pgbouncer not found: install Debian's pgbouncer (.ci/run does)"; exit 1; }
+  read -r server_host server_port < <(python3 -c 'import sys, urllib.parse as u; p=u.urlparse(sys.argv[1]); print(p.hostname or "127.0.0.1", p.port or 5432)' "$TEST_DATABASE_URL")
+  dir=$(mktemp -d /tmp/tolstoy-pgbouncer.XXXXXX)
+  port=$(free_port)
+  cat >"$dir/pgbouncer.ini" <<INI
+[databases]
+* = host=$server_host port=$server_port
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $port
+unix_socket_dir =
+auth_type = trust
+auth_file = $dir/users.txt
+admin_users = postgres
+pool_mode = transaction
+max_client_conn = 1000
+default_pool_size = 20
+; sqlx sends it at start-up; PgBouncer 1.18 refuses unknown start-up parameters otherwise.
+ignore_startup_parameters = extra_float_digits
+logfile = $dir/pgbouncer.log
+pidfile = $dir/pgbouncer.pid
+INI
+  printf '"postgres" ""\n"tolstoy_test_owner" ""\n"tolstoy_test_app" ""\n' >"$dir/users.txt"
+  [ "$(id -u)" = 0 ] && chown -R postgres "$dir"
+  as_service_user "$bin" -d "$dir/pgbouncer.ini"
+  CLEANUP+=("kill \$(cat '$dir/pgbouncer.pid'); sleep 0.2; rm -rf '$dir'")
+  export TEST_POOLER_URL="postgres://postgres@127.0.0.1:$port/postgres"
+  log "PgBouncer $("$bin" --version | awk 'NR==1{print $2}') (pool_mode = transaction) on 127.0.0.1:$port"
+}
+
+# A local AWS Secrets Manager for the secrets tests.
+start_secrets_manager() {
+  local port dir
+  command -v moto_server >/dev/null || { log "moto_server not found: pip install 'moto[server]' (.ci/run does)"; exit 1; }
+  dir=$(mktemp -d /tmp/tolstoy-moto.XXXXXX)
+  port=$(free_port)
+  moto_server -H 127.0.0.1 -p "$port" >"$dir/moto.log" 2>&1 &
+  CLEANUP+=("kill $!; rm -rf '$dir'")
+  for _ in $(seq 100); do
+    python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1])' "http://127.0.0.1:$port/moto-api/" 2>/dev/null && break
+    sleep 0.1
+  done
+  export TEST_AWS_ENDPOINT_URL="http://127.0.0.1:$port"
+  log "AWS Secrets Manager emulator (moto $(python3 -c 'import moto; print(moto.__version__)')) on 127.0.0.1:$port"
 }
 
 if [ -n "${TEST_DATABASE_URL:-}" ]; then
@@ -51,15 +118,27 @@ elif [ "${SKIP_POSTGRES:-}" = 1 ]; then
 else
   start_throwaway_postgres
 fi
-
-if cargo nextest --version >/dev/null 2>&1; then
-  listing=$(cargo nextest list --workspace --message-format oneline)
-  sqlite=$(grep -c '::sqlite$' <<<"$listing" || true)
-  postgres=$(grep -c '::postgres$' <<<"$listing" || true)
-  other=$(grep -vc -e '::sqlite$' -e '::postgres$' <<<"$listing" || true)
-  log "tests to run: $sqlite on SQLite, $postgres on PostgreSQL, $other independent of the backend"
-  cargo nextest run --workspace --no-fail-fast "$@"
-else
-  log "cargo-nextest not found; using cargo test"
-  cargo test --workspace --no-fail-fast "$@"
+if [ -n "${TEST_DATABASE_URL:-}" ] && [ -z "${TEST_POOLER_URL:-}" ]; then
+  start_pgbouncer
 fi
+[ -n "${TEST_AWS_ENDPOINT_URL:-}" ] || start_secrets_manager
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+  log "cargo-nextest not found; using cargo test (one run, plain shape)"
+  cargo test --workspace --no-fail-fast "$@"
+  exit
+fi
+
+listing=$(cargo nextest list --workspace --message-format oneline "$@")
+sqlite=$(grep -c '::sqlite$' <<<"$listing" || true)
+postgres=$(grep -c '::postgres$' <<<"$listing" || true)
+other=$(grep -vc -e '::sqlite$' -e '::postgres$' <<<"$listing" || true)
+log "run 1 of 2: $sqlite tests on SQLite, $postgres on PostgreSQL (superuser, direct), $other independent of the backend"
+cargo nextest run --workspace --no-fail-fast "$@"
+
+if [ "${SKIP_POSTGRES:-}" = 1 ]; then
+  log "run 2 of 2 skipped on purpose: SKIP_POSTGRES=1"
+  exit
+fi
+log "run 2 of 2: the $postgres PostgreSQL tests in the production shape: DATABASE_URL = PgBouncer (transaction mode) as tolstoy_test_app with DB_STATEMENT_CACHE=false, DIRECT_URL = PostgreSQL as tolstoy_test_owner"
+TEST_POSTGRES_SHAPE=production cargo nextest run --workspace --no-fail-fast -E 'test(/::postgres$/)' "$@"

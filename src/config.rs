@@ -4,9 +4,13 @@
 
 use std::fmt;
 use std::net::IpAddr;
+use std::time::Duration;
 
 /// The largest request body accepted when `MAX_BODY_BYTES` is not set (1 MiB).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1_048_576;
+
+/// The secret read when `USE_AWS_SECRETS` is on and `AWS_SECRET_NAME` is not set.
+pub const DEFAULT_AWS_SECRET_NAME: &str = "tolstoy-db-secret";
 
 /// Whether the server runs for a developer or in production.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,6 +85,41 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// `AUTO_MIGRATE`: apply pending migrations on PostgreSQL before serving.
     pub auto_migrate: bool,
+    /// `SHUTDOWN_TIMEOUT_SECS`: how long in-flight requests may run on after SIGTERM/SIGINT.
+    pub shutdown_timeout: Duration,
+    pub pool: PoolSettings,
+    pub aws_secrets: Option<AwsSecretSettings>,
+}
+
+/// How the pooled connection behaves; the defaults suit a small Neon compute (0.25 CU, about
+/// 100 server connections shared by everything that connects to it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoolSettings {
+    /// `DB_MAX_CONNECTIONS`: the most connections this process holds.
+    pub max_connections: u32,
+    /// `DB_MIN_CONNECTIONS`: connections kept open when idle; 0 lets Neon scale to zero.
+    pub min_connections: u32,
+    /// `DB_ACQUIRE_TIMEOUT_SECS`: how long a request waits for a connection before it is
+    /// answered 503; also bounds opening a new connection.
+    pub acquire_timeout: Duration,
+    /// `DB_IDLE_TIMEOUT_SECS`: an idle connection is closed after this long.
+    pub idle_timeout: Duration,
+    /// `DB_STATEMENT_TIMEOUT_SECS`: how long the server waits for one statement before it
+    /// answers 503 (the `tolstoy roles` SQL sets the same limit on the database side).
+    pub statement_timeout: Duration,
+    /// `DB_STATEMENT_CACHE`: cache prepared statements per connection (the default). Turn it
+    /// off behind a transaction-mode pooler without prepared-statement support (PgBouncer
+    /// before 1.21); see `db::Pool`.
+    pub statement_cache: bool,
+}
+
+/// Where the database URLs come from when AWS Secrets Manager is used.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AwsSecretSettings {
+    /// `AWS_SECRET_NAME`: the secret's name or ARN.
+    pub secret_name: String,
+    /// `AWS_SECRETS_TIMEOUT_SECS`: the overall limit for reading it, retries included.
+    pub timeout: Duration,
 }
 
 impl Settings {
@@ -138,15 +177,37 @@ impl Settings {
             Some("json") => LogFormat::Json,
             Some(_) => return Err(ConfigError::new("LOG_FORMAT", "must be `pretty` or `json`")),
         };
-        let auto_migrate = match get("AUTO_MIGRATE").as_deref().map(str::trim) {
-            None | Some("false") | Some("0") => false,
-            Some("true") | Some("1") => true,
-            Some(_) => {
-                return Err(ConfigError::new(
-                    "AUTO_MIGRATE",
-                    "must be `true` or `false`",
-                ))
-            }
+        let auto_migrate = parse_bool(&get, "AUTO_MIGRATE", false)?;
+        let shutdown_timeout = parse_seconds(&get, "SHUTDOWN_TIMEOUT_SECS", 20)?;
+        let pool = PoolSettings {
+            max_connections: parse_positive(&get, "DB_MAX_CONNECTIONS", 10)?,
+            min_connections: parse_number(
+                &get,
+                "DB_MIN_CONNECTIONS",
+                0,
+                "must be a whole number of connections",
+            )?,
+            acquire_timeout: parse_seconds(&get, "DB_ACQUIRE_TIMEOUT_SECS", 5)?,
+            idle_timeout: parse_seconds(&get, "DB_IDLE_TIMEOUT_SECS", 300)?,
+            statement_timeout: parse_seconds(&get, "DB_STATEMENT_TIMEOUT_SECS", 15)?,
+            statement_cache: parse_bool(&get, "DB_STATEMENT_CACHE", true)?,
+        };
+        if pool.min_connections > pool.max_connections {
+            return Err(ConfigError::new(
+                "DB_MIN_CONNECTIONS",
+                "must not exceed DB_MAX_CONNECTIONS",
+            ));
+        }
+        let use_aws_secrets =
+            parse_bool(&get, "USE_AWS_SECRETS", app_env == AppEnv::Production)?;
+        let aws_secrets = if use_aws_secrets {
+            Some(AwsSecretSettings {
+                secret_name: get("AWS_SECRET_NAME")
+                    .map_or_else(|| DEFAULT_AWS_SECRET_NAME.to_owned(), |name| name.trim().to_owned()),
+                timeout: parse_seconds(&get, "AWS_SECRETS_TIMEOUT_SECS", 10)?,
+            })
+        } else {
+            None
         };
 
         Ok(Self {
@@ -159,6 +220,9 @@ impl Settings {
             log_filter,
             log_format,
             auto_migrate,
+            shutdown_timeout,
+            pool,
+            aws_secrets,
         })
     }
 }
@@ -175,6 +239,43 @@ fn parse_number<T: std::str::FromStr>(
             .trim()
             .parse()
             .map_err(|_| ConfigError::new(variable, message)),
+    }
+}
+
+fn parse_bool(
+    get: &impl Fn(&str) -> Option<String>,
+    variable: &'static str,
+    default: bool,
+) -> Result<bool, ConfigError> {
+    match get(variable).as_deref().map(str::trim) {
+        None => Ok(default),
+        Some("true") | Some("1") => Ok(true),
+        Some("false") | Some("0") => Ok(false),
+        Some(_) => Err(ConfigError::new(variable, "must be `true` or `false`")),
+    }
+}
+
+fn parse_positive(
+    get: &impl Fn(&str) -> Option<String>,
+    variable: &'static str,
+    default: u32,
+) -> Result<u32, ConfigError> {
+    const MESSAGE: &str = "must be a positive whole number";
+    match parse_number(get, variable, default, MESSAGE)? {
+        0 => Err(ConfigError::new(variable, MESSAGE)),
+        value => Ok(value),
+    }
+}
+
+fn parse_seconds(
+    get: &impl Fn(&str) -> Option<String>,
+    variable: &'static str,
+    default: u64,
+) -> Result<Duration, ConfigError> {
+    const MESSAGE: &str = "must be a positive whole number of seconds";
+    match parse_number(get, variable, default, MESSAGE)? {
+        0 => Err(ConfigError::new(variable, MESSAGE)),
+        seconds => Ok(Duration::from_secs(seconds)),
     }
 }
 

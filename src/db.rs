@@ -1,23 +1,299 @@
 //! Connections and migrations, with the same code path for PostgreSQL and SQLite.
+//!
+//! Queries go through [`Pool`] on the pooled URL; migrations through a plain connection on the
+//! direct URL ([`connect_direct`]).
 
+use std::future::Future;
 use std::time::Duration;
 
 use migration::{Migrator, MigratorTrait};
-use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr};
+use sea_orm::prelude::async_trait::async_trait;
+use sea_orm::sqlx;
+use sea_orm::sea_query::Values;
+use sea_orm::{
+    ConnAcquireErr, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
+    DatabaseTransaction, DbBackend, DbErr, ExecResult, QueryResult, RuntimeErr, Statement,
+    TransactionTrait,
+};
+use sea_query_sqlx::SqlxValues;
+use tokio::sync::Mutex;
 
-use crate::config::Secret;
+use crate::config::{PoolSettings, Secret};
 
-/// Opens the pooled connection used for queries.
+/// The pooled connection every query of the server goes through.
 ///
-/// SQLite enforces foreign keys on every connection (sqlx turns `PRAGMA foreign_keys` on by
-/// default), which the schema's tenant keys rely on.
-pub async fn connect(url: &Secret) -> Result<DatabaseConnection, DbErr> {
+/// Each statement gets `statement_timeout`: a request never waits on the database longer, and
+/// is answered 503 when it would.
+///
+/// With the statement cache off (`DB_STATEMENT_CACHE=false`, for a transaction-mode pooler
+/// without prepared-statement support such as PgBouncer before 1.21), every statement is
+/// prepared unnamed and runs inside a transaction: sqlx parses and executes a statement in two
+/// exchanges, and only inside a transaction does the pooler keep both on one server connection.
+/// Named statements would outlive the transaction on a server connection other clients share.
+#[derive(Clone, Debug)]
+pub struct Pool {
+    connection: DatabaseConnection,
+    statement_timeout: Duration,
+    unnamed_in_transaction: bool,
+}
+
+impl Pool {
+    /// Opens the pool on `url` (PostgreSQL or SQLite) with `settings`.
+    ///
+    /// SQLite enforces foreign keys on every connection (sqlx turns `PRAGMA foreign_keys` on by
+    /// default), which the schema's tenant keys rely on.
+    pub async fn open(url: &Secret, settings: &PoolSettings) -> Result<Self, DbErr> {
+        let mut options = ConnectOptions::new(url.expose());
+        options
+            .max_connections(settings.max_connections)
+            .min_connections(settings.min_connections)
+            .connect_timeout(settings.acquire_timeout)
+            .acquire_timeout(settings.acquire_timeout)
+            .idle_timeout(settings.idle_timeout)
+            .sqlx_logging(false);
+        let connection = Database::connect(options).await?;
+        let unnamed_in_transaction =
+            !settings.statement_cache && connection.get_database_backend() == DbBackend::Postgres;
+        Ok(Self {
+            connection,
+            statement_timeout: settings.statement_timeout,
+            unnamed_in_transaction,
+        })
+    }
+
+    /// Starts a transaction; its statements run on one server connection.
+    pub async fn begin(&self) -> Result<Transaction, DbErr> {
+        self.within_deadline(async {
+            if self.unnamed_in_transaction {
+                let transaction = self
+                    .connection
+                    .get_postgres_connection_pool()
+                    .begin()
+                    .await
+                    .map_err(|err| DbErr::Conn(RuntimeErr::SqlxError(err.into())))?;
+                Ok(Transaction::Unnamed(Mutex::new(transaction)))
+            } else {
+                Ok(Transaction::Driver(self.connection.begin().await?))
+            }
+        })
+        .await
+    }
+
+    /// One round trip to the database.
+    pub async fn ping(&self) -> Result<(), DbErr> {
+        self.within_deadline(self.connection.ping()).await
+    }
+
+    /// Closes every connection; waits for those in use to come back first.
+    pub async fn close(self) -> Result<(), DbErr> {
+        self.connection.close().await
+    }
+
+    /// Names of the migrations this database has not applied yet, read without DDL, so that
+    /// the service's own (least-privileged) role can ask.
+    pub async fn pending_migrations(&self) -> Result<Vec<String>, DbErr> {
+        Ok(Migrator::get_pending_migrations_read_only(self)
+            .await?
+            .iter()
+            .map(|migration| migration.name().to_owned())
+            .collect())
+    }
+
+    async fn within_deadline<T>(
+        &self,
+        work: impl Future<Output = Result<T, DbErr>>,
+    ) -> Result<T, DbErr> {
+        tokio::time::timeout(self.statement_timeout, work)
+            .await
+            .unwrap_or(Err(DbErr::ConnectionAcquire(ConnAcquireErr::Timeout)))
+    }
+}
+
+/// Runs `$method(statement)` on the pool: on the driver, or in a transaction of its own.
+macro_rules! run_statement {
+    ($pool:expr, $method:ident, $statement:expr) => {
+        $pool
+            .within_deadline(async {
+                if $pool.unnamed_in_transaction {
+                    let transaction = $pool.begin().await?;
+                    let answer = transaction.$method($statement).await?;
+                    transaction.commit().await?;
+                    Ok(answer)
+                } else {
+                    $pool.connection.$method($statement).await
+                }
+            })
+            .await
+    };
+}
+
+#[async_trait]
+impl ConnectionTrait for Pool {
+    fn get_database_backend(&self) -> DbBackend {
+        self.connection.get_database_backend()
+    }
+
+    async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
+        run_statement!(self, execute_raw, stmt)
+    }
+
+    async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
+        run_statement!(self, execute_unprepared, sql)
+    }
+
+    async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
+        run_statement!(self, query_one_raw, stmt)
+    }
+
+    async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
+        run_statement!(self, query_all_raw, stmt)
+    }
+}
+
+/// An open transaction from [`Pool::begin`]; rolled back when dropped without `commit`.
+pub enum Transaction {
+    /// sea-orm's own, with its prepared-statement cache.
+    Driver(DatabaseTransaction),
+    /// Statements prepared unnamed on one sqlx transaction (`DB_STATEMENT_CACHE=false`).
+    Unnamed(Mutex<sqlx::Transaction<'static, sqlx::Postgres>>),
+}
+
+impl std::fmt::Debug for Transaction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Driver(_) => "Transaction::Driver",
+            Self::Unnamed(_) => "Transaction::Unnamed",
+        })
+    }
+}
+
+impl Transaction {
+    pub async fn commit(self) -> Result<(), DbErr> {
+        match self {
+            Self::Driver(transaction) => transaction.commit().await,
+            Self::Unnamed(transaction) => transaction
+                .into_inner()
+                .commit()
+                .await
+                .map_err(|err| DbErr::Exec(RuntimeErr::SqlxError(err.into()))),
+        }
+    }
+}
+
+/// `statement` as sqlx would run it for sea-orm, but unnamed: nothing outlives the transaction.
+fn unnamed(statement: &Statement) -> sqlx::query::Query<'_, sqlx::Postgres, SqlxValues> {
+    let values = statement.values.clone().unwrap_or(Values(Vec::new()));
+    sqlx::query_with(sqlx::AssertSqlSafe(statement.sql.as_str()), SqlxValues(values))
+        .persistent(false)
+}
+
+fn query_err(err: sqlx::Error) -> DbErr {
+    DbErr::Query(RuntimeErr::SqlxError(err.into()))
+}
+
+fn exec_err(err: sqlx::Error) -> DbErr {
+    DbErr::Exec(RuntimeErr::SqlxError(err.into()))
+}
+
+#[async_trait]
+impl ConnectionTrait for Transaction {
+    fn get_database_backend(&self) -> DbBackend {
+        match self {
+            Self::Driver(transaction) => transaction.get_database_backend(),
+            Self::Unnamed(_) => DbBackend::Postgres,
+        }
+    }
+
+    async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
+        match self {
+            Self::Driver(transaction) => transaction.execute_raw(stmt).await,
+            Self::Unnamed(transaction) => {
+                let mut transaction = transaction.lock().await;
+                let done = unnamed(&stmt)
+                    .execute(&mut **transaction)
+                    .await
+                    .map_err(exec_err)?;
+                Ok(done.into())
+            }
+        }
+    }
+
+    async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
+        match self {
+            Self::Driver(transaction) => transaction.execute_unprepared(sql).await,
+            Self::Unnamed(transaction) => {
+                let mut transaction = transaction.lock().await;
+                let done = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+                    .execute(&mut **transaction)
+                    .await
+                    .map_err(exec_err)?;
+                Ok(done.into())
+            }
+        }
+    }
+
+    async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
+        match self {
+            Self::Driver(transaction) => transaction.query_one_raw(stmt).await,
+            Self::Unnamed(transaction) => {
+                let mut transaction = transaction.lock().await;
+                let row = unnamed(&stmt)
+                    .fetch_optional(&mut **transaction)
+                    .await
+                    .map_err(query_err)?;
+                Ok(row.map(Into::into))
+            }
+        }
+    }
+
+    async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
+        match self {
+            Self::Driver(transaction) => transaction.query_all_raw(stmt).await,
+            Self::Unnamed(transaction) => {
+                let mut transaction = transaction.lock().await;
+                let rows = unnamed(&stmt)
+                    .fetch_all(&mut **transaction)
+                    .await
+                    .map_err(query_err)?;
+                Ok(rows.into_iter().map(Into::into).collect())
+            }
+        }
+    }
+}
+
+/// Whether `err` means the database cannot be reached or did not answer in time (a 503), as
+/// opposed to a fault in what was asked of it.
+pub fn is_unavailable(err: &DbErr) -> bool {
+    let runtime = match err {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => return true,
+        DbErr::Query(runtime) | DbErr::Exec(runtime) => runtime,
+        _ => return false,
+    };
+    let RuntimeErr::SqlxError(err) = runtime else {
+        return false;
+    };
+    match err.as_ref() {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        // Class 08: connection exceptions; 57P01-57P03: the server is shutting down or starting;
+        // 57014: the statement was cancelled by statement_timeout; 53300: too many connections.
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            code.starts_with("08") || code.starts_with("57P") || code == "57014" || code == "53300"
+        }),
+        _ => false,
+    }
+}
+
+/// Opens a plain connection on the direct URL, for migrations.
+pub async fn connect_direct(url: &Secret) -> Result<DatabaseConnection, DbErr> {
     let mut options = ConnectOptions::new(url.expose());
     options
-        .max_connections(10)
-        .min_connections(0)
-        .connect_timeout(Duration::from_secs(5))
-        .acquire_timeout(Duration::from_secs(5))
+        .max_connections(2)
+        .connect_timeout(Duration::from_secs(10))
+        .acquire_timeout(Duration::from_secs(10))
         .sqlx_logging(false);
     Database::connect(options).await
 }

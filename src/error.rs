@@ -319,7 +319,7 @@ impl From<DbErr> for ApiError {
             _ => {}
         }
         match err {
-            DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => Self::unavailable(&err),
+            _ if crate::db::is_unavailable(&err) => Self::unavailable(&err),
             _ => Self::internal(&err),
         }
     }

@@ -1,9 +1,11 @@
 //! The `tolstoy` binary: `serve` (the default), `migrate`, `openapi`.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use tolstoy::config::Settings;
+use tolstoy::roles::Roles;
 use tolstoy::secrets::database_urls;
 use tolstoy::startup::{open_database, Application, StartupError};
 use tolstoy::{api, db, telemetry};
@@ -36,6 +38,23 @@ enum Command {
     },
     /// Print the OpenAPI document.
     Openapi,
+    /// Print the SQL that creates the two roles of a least-privilege deployment: an owner for
+    /// migrations and an application role with row access only. Read it, then run it with psql
+    /// as an administrator on the direct connection.
+    Roles {
+        /// The database the grants are for.
+        #[arg(long)]
+        database: String,
+        /// The role that owns the schema and runs migrations (DIRECT_URL).
+        #[arg(long, default_value = "tolstoy_owner")]
+        owner: String,
+        /// The role the server connects as (DATABASE_URL).
+        #[arg(long, default_value = "tolstoy_app")]
+        app: String,
+        /// statement_timeout set on the application role, in seconds.
+        #[arg(long, default_value_t = 15)]
+        statement_timeout_secs: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -55,10 +74,6 @@ enum MigrateAction {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::Openapi) = cli.command {
-        println!("{}", api::openapi_document());
-        return ExitCode::SUCCESS;
-    }
     dotenvy::dotenv().ok();
     match run(cli.command.unwrap_or(Command::Serve { migrate: false })).await {
         Ok(()) => ExitCode::SUCCESS,
@@ -66,7 +81,9 @@ async fn main() -> ExitCode {
             tracing::error!(error = %err, "stopped");
             eprintln!("tolstoy: {err}");
             match err {
-                StartupError::Config(_) => ExitCode::from(2),
+                StartupError::Config(_) | StartupError::Secret(_) | StartupError::Roles(_) => {
+                    ExitCode::from(2)
+                }
                 _ => ExitCode::FAILURE,
             }
         }
@@ -74,18 +91,41 @@ async fn main() -> ExitCode {
 }
 
 async fn run(command: Command) -> Result<(), StartupError> {
+    // These two need no configuration and no database.
+    match command {
+        Command::Openapi => {
+            println!("{}", api::openapi_document());
+            return Ok(());
+        }
+        Command::Roles {
+            database,
+            owner,
+            app,
+            statement_timeout_secs,
+        } => {
+            let roles = Roles {
+                owner: &owner,
+                app: &app,
+                database: &database,
+                statement_timeout: Duration::from_secs(statement_timeout_secs),
+            };
+            print!("{}", roles.setup_sql()?);
+            return Ok(());
+        }
+        Command::Serve { .. } | Command::Migrate { .. } => {}
+    }
     let settings = Settings::from_env()?;
     telemetry::init(&settings.log_filter, settings.log_format)?;
-    let urls = database_urls(&settings)?;
+    let urls = database_urls(&settings).await?;
     match command {
         Command::Serve { migrate } => {
             let migrate = migrate || settings.auto_migrate || urls.is_sqlite();
-            let db = open_database(&urls, migrate).await?;
+            let db = open_database(&urls, &settings.pool, migrate).await?;
             let app = Application::build(&settings, db).await?;
             app.run_until_stopped().await?;
         }
         Command::Migrate { action } => {
-            let direct = db::connect(&urls.direct).await?;
+            let direct = db::connect_direct(&urls.direct).await?;
             match action.unwrap_or(MigrateAction::Up) {
                 MigrateAction::Up => db::migrate_up(&direct).await?,
                 MigrateAction::Down { steps } => db::migrate_down(&direct, steps).await?,
@@ -96,7 +136,7 @@ async fn run(command: Command) -> Result<(), StartupError> {
                 }
             }
         }
-        Command::Openapi => println!("{}", api::openapi_document()),
+        Command::Openapi | Command::Roles { .. } => {}
     }
     Ok(())
 }

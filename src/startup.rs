@@ -8,18 +8,18 @@ use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
 use poem::middleware::CatchPanic;
 use poem::web::Html;
 use poem::{get, Endpoint, EndpointExt, IntoResponse, Response, Route, Server};
-use sea_orm::DatabaseConnection;
+use crate::db::Pool;
 
-use crate::config::{ConfigError, Settings};
+use crate::config::{ConfigError, PoolSettings, Settings};
 use crate::error::problem_response;
 use crate::middleware::{panic_response, RequestId};
-use crate::secrets::DatabaseUrls;
+use crate::secrets::{DatabaseUrls, SecretError, UrlsError};
 use crate::{api, db};
 
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
-    pub db: DatabaseConnection,
+    pub db: Pool,
     pub max_body_bytes: usize,
 }
 
@@ -28,6 +28,10 @@ pub struct AppState {
 pub enum StartupError {
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    #[error(transparent)]
+    Roles(#[from] crate::roles::NameError),
     #[error("cannot open the database: {0}")]
     Database(#[from] sea_orm::DbErr),
     #[error(
@@ -40,19 +44,29 @@ pub enum StartupError {
     Listen(#[from] io::Error),
 }
 
+impl From<UrlsError> for StartupError {
+    fn from(err: UrlsError) -> Self {
+        match err {
+            UrlsError::Config(err) => Self::Config(err),
+            UrlsError::Secret(err) => Self::Secret(err),
+        }
+    }
+}
+
 /// Opens the pooled connection, first bringing the schema up to date on the direct connection
 /// when `migrate` is set; otherwise refuses a database that is behind.
 pub async fn open_database(
     urls: &DatabaseUrls,
+    pool: &PoolSettings,
     migrate: bool,
-) -> Result<DatabaseConnection, StartupError> {
+) -> Result<Pool, StartupError> {
     if migrate {
-        let direct = db::connect(&urls.direct).await?;
+        let direct = db::connect_direct(&urls.direct).await?;
         db::migrate_up(&direct).await?;
         direct.close().await?;
     }
-    let pooled = db::connect(&urls.pooled).await?;
-    let pending = db::pending_migrations(&pooled).await?;
+    let pooled = Pool::open(&urls.pooled, pool).await?;
+    let pending = pooled.pending_migrations().await?;
     if !pending.is_empty() {
         return Err(StartupError::Behind(pending));
     }
@@ -93,12 +107,13 @@ pub fn build_route(state: AppState) -> impl Endpoint<Output = Response> {
 pub struct Application {
     acceptor: TcpAcceptor,
     port: u16,
+    shutdown_timeout: Duration,
     state: AppState,
 }
 
 impl Application {
     /// Binds `HOST:PORT` (port 0 picks a free one) for an already opened database.
-    pub async fn build(settings: &Settings, db: DatabaseConnection) -> Result<Self, StartupError> {
+    pub async fn build(settings: &Settings, db: Pool) -> Result<Self, StartupError> {
         let acceptor = TcpListener::bind((settings.host, settings.port))
             .into_acceptor()
             .await?;
@@ -110,6 +125,7 @@ impl Application {
         Ok(Self {
             acceptor,
             port,
+            shutdown_timeout: settings.shutdown_timeout,
             state: AppState {
                 db,
                 max_body_bytes: settings.max_body_bytes,
@@ -122,8 +138,8 @@ impl Application {
         self.port
     }
 
-    /// Serves until SIGINT or SIGTERM, then lets in-flight requests finish (up to 30 s) and
-    /// closes the pool.
+    /// Serves until SIGINT or SIGTERM; then stops accepting, lets in-flight requests finish
+    /// (up to `SHUTDOWN_TIMEOUT_SECS`) and closes the pool.
     pub async fn run_until_stopped(self) -> io::Result<()> {
         let db = self.state.db.clone();
         tracing::info!(port = self.port, "listening");
@@ -131,7 +147,7 @@ impl Application {
             .run_with_graceful_shutdown(
                 build_route(self.state),
                 shutdown_signal(),
-                Some(Duration::from_secs(30)),
+                Some(self.shutdown_timeout),
             )
             .await;
         if let Err(err) = db.close().await {

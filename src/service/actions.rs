@@ -1,10 +1,11 @@
 //! Actions: endpoints of a tool.
 
 use entity::{action, tool};
-use sea_orm::{ActiveModelTrait, ColumnTrait, DatabaseConnection, QueryFilter, Set};
+use sea_orm::{ActiveModelTrait, ColumnTrait, QueryFilter, Set};
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::db::Pool;
 use super::pagination::{fetch_page, Page, PageRequest};
 use super::tenant_scope::{
     delete_one_in, get_in, require_reference, set_if_changed, update_returning, TenantScoped,
@@ -34,7 +35,7 @@ pub struct ActionChanges {
 }
 
 pub async fn create(
-    db: &DatabaseConnection,
+    db: &Pool,
     org_id: Uuid,
     new: NewAction,
 ) -> Result<action::Model, ServiceError> {
@@ -56,7 +57,7 @@ pub async fn create(
 }
 
 pub async fn find(
-    db: &DatabaseConnection,
+    db: &Pool,
     org_id: Uuid,
     id: Uuid,
 ) -> Result<action::Model, ServiceError> {
@@ -65,7 +66,7 @@ pub async fn find(
 
 /// One page of the organization's actions, of one tool when `tool_id` is given.
 pub async fn list(
-    db: &DatabaseConnection,
+    db: &Pool,
     org_id: Uuid,
     tool_id: Option<Uuid>,
     page: PageRequest,
@@ -78,7 +79,7 @@ pub async fn list(
 }
 
 pub async fn update(
-    db: &DatabaseConnection,
+    db: &Pool,
     org_id: Uuid,
     id: Uuid,
     changes: ActionChanges,
@@ -103,6 +104,6 @@ pub async fn update(
         .ok_or(ServiceError::NotFound("action"))
 }
 
-pub async fn delete(db: &DatabaseConnection, org_id: Uuid, id: Uuid) -> Result<(), ServiceError> {
+pub async fn delete(db: &Pool, org_id: Uuid, id: Uuid) -> Result<(), ServiceError> {
     delete_one_in::<action::Entity>(db, org_id, id).await
 }

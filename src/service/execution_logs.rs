@@ -1,10 +1,11 @@
 //! Execution logs: the audit trail of flow runs.
 
 use entity::{execution_log, flow};
-use sea_orm::{ActiveModelTrait, ColumnTrait, Condition, DatabaseConnection, QueryFilter, Set};
+use sea_orm::{ActiveModelTrait, ColumnTrait, Condition, QueryFilter, Set};
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::db::Pool;
 use super::pagination::{fetch_page, Page, PageRequest};
 use super::tenant_scope::{
     delete_one_in, get_in, require_reference, set_if_changed, update_returning, TenantScoped,
@@ -45,7 +46,7 @@ pub struct ExecutionLogFilter {
 }
 
 pub async fn create(
-    db: &DatabaseConnection,
+    db: &Pool,
     org_id: Uuid,
     user_id: Uuid,
     new: NewExecutionLog,
@@ -70,7 +71,7 @@ pub async fn create(
 }
 
 pub async fn find(
-    db: &DatabaseConnection,
+    db: &Pool,
     org_id: Uuid,
     id: Uuid,
 ) -> Result<execution_log::Model, ServiceError> {
@@ -78,7 +79,7 @@ pub async fn find(
 }
 
 pub async fn list(
-    db: &DatabaseConnection,
+    db: &Pool,
     org_id: Uuid,
     filter: ExecutionLogFilter,
     page: PageRequest,
@@ -109,7 +110,7 @@ pub async fn list(
 }
 
 pub async fn update(
-    db: &DatabaseConnection,
+    db: &Pool,
     org_id: Uuid,
     id: Uuid,
     changes: ExecutionLogChanges,
@@ -139,6 +140,6 @@ pub async fn update(
         .ok_or(ServiceError::NotFound("execution log"))
 }
 
-pub async fn delete(db: &DatabaseConnection, org_id: Uuid, id: Uuid) -> Result<(), ServiceError> {
+pub async fn delete(db: &Pool, org_id: Uuid, id: Uuid) -> Result<(), ServiceError> {
     delete_one_in::<execution_log::Entity>(db, org_id, id).await
 }

@@ -2,10 +2,11 @@
 
 use entity::{execution_log, flow};
 use sea_orm::sea_query::{Expr, ExprTrait};
-use sea_orm::{ActiveModelTrait, ColumnTrait, DatabaseConnection, QueryFilter, Set};
+use sea_orm::{ActiveModelTrait, ColumnTrait, QueryFilter, Set};
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::db::Pool;
 use super::pagination::{fetch_page, Page, PageRequest};
 use super::tenant_scope::{
     delete_with_dependents, get_in, set_if_changed, Dependents, TenantScoped,
@@ -34,7 +35,7 @@ fn stale(expected: i32, stored: i32) -> ServiceError {
 }
 
 pub async fn create(
-    db: &DatabaseConnection,
+    db: &Pool,
     org_id: Uuid,
     new: NewFlow,
 ) -> Result<flow::Model, ServiceError> {
@@ -52,7 +53,7 @@ pub async fn create(
 }
 
 pub async fn find(
-    db: &DatabaseConnection,
+    db: &Pool,
     org_id: Uuid,
     id: Uuid,
 ) -> Result<flow::Model, ServiceError> {
@@ -60,7 +61,7 @@ pub async fn find(
 }
 
 pub async fn list(
-    db: &DatabaseConnection,
+    db: &Pool,
     org_id: Uuid,
     page: PageRequest,
 ) -> Result<Page<flow::Model>, ServiceError> {
@@ -72,7 +73,7 @@ pub async fn list(
 /// that checks the version it was computed from: of concurrent updates from one version, one
 /// wins and the others get a conflict, so none is silently lost.
 pub async fn update(
-    db: &DatabaseConnection,
+    db: &Pool,
     org_id: Uuid,
     id: Uuid,
     changes: FlowChanges,
@@ -112,7 +113,7 @@ pub async fn update(
 }
 
 pub async fn delete(
-    db: &DatabaseConnection,
+    db: &Pool,
     org_id: Uuid,
     id: Uuid,
     cascade: bool,

@@ -2,11 +2,11 @@
 
 use entity::{action, execution_log, flow, organization, tool, user};
 use sea_orm::{
-    ActiveModelTrait, ConnectionTrait, DatabaseConnection, EntityTrait, PaginatorTrait, Set,
-    TransactionTrait,
+    ActiveModelTrait, ConnectionTrait, EntityTrait, PaginatorTrait, Set,
 };
 use uuid::Uuid;
 
+use crate::db::Pool;
 use super::pagination::{fetch_page, Page, PageRequest};
 use super::tenant_scope::TenantScoped;
 use super::{now, ServiceError};
@@ -24,7 +24,7 @@ pub struct OrganizationChanges {
 }
 
 pub async fn create(
-    db: &DatabaseConnection,
+    db: &Pool,
     new: NewOrganization,
 ) -> Result<organization::Model, ServiceError> {
     let at = now();
@@ -48,7 +48,7 @@ pub async fn find(
 }
 
 pub async fn list(
-    db: &DatabaseConnection,
+    db: &Pool,
     page: PageRequest,
 ) -> Result<Page<organization::Model>, ServiceError> {
     Ok(fetch_page(
@@ -64,7 +64,7 @@ pub async fn list(
 /// Applies `changes`; a change to nothing (absent fields, or the stored values) writes nothing
 /// and leaves `updatedAt` as it was.
 pub async fn update(
-    db: &DatabaseConnection,
+    db: &Pool,
     id: Uuid,
     changes: OrganizationChanges,
 ) -> Result<organization::Model, ServiceError> {
@@ -107,7 +107,7 @@ async fn owned_rows(db: &impl ConnectionTrait, org_id: Uuid) -> Result<OwnedRows
 
 /// Deletes an organization. While it still owns rows this is a conflict that says how many of
 /// each, unless `cascade`, which deletes it and all of its rows in one transaction.
-pub async fn delete(db: &DatabaseConnection, id: Uuid, cascade: bool) -> Result<(), ServiceError> {
+pub async fn delete(db: &Pool, id: Uuid, cascade: bool) -> Result<(), ServiceError> {
     let txn = db.begin().await?;
     find(&txn, id).await?;
     let owned = owned_rows(&txn, id).await?;

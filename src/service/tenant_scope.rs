@@ -3,11 +3,12 @@
 
 use entity::{action, execution_log, flow, tool, user};
 use sea_orm::{
-    ActiveValue, ColumnTrait, ConnectionTrait, DatabaseConnection, DeleteMany, EntityTrait,
-    PaginatorTrait, QueryFilter, Select, TransactionTrait, UpdateMany, Value,
+    ActiveValue, ColumnTrait, ConnectionTrait, DeleteMany, EntityTrait,
+    PaginatorTrait, QueryFilter, Select, UpdateMany, Value,
 };
 use uuid::Uuid;
 
+use crate::db::Pool;
 use super::ServiceError;
 
 /// A table whose rows belong to one organization.
@@ -162,7 +163,7 @@ pub struct Dependents<D: TenantScoped> {
 /// Deletes row `id` of `org_id`. While rows of `D` reference it, that is a conflict that says
 /// how many, unless `cascade`, which deletes them too; all in one transaction.
 pub async fn delete_with_dependents<E: TenantScoped, D: TenantScoped>(
-    db: &DatabaseConnection,
+    db: &Pool,
     org_id: Uuid,
     id: Uuid,
     cascade: bool,

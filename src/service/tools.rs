@@ -1,9 +1,10 @@
 //! Tools: the external APIs an organization calls.
 
 use entity::{action, tool};
-use sea_orm::{ActiveModelTrait, DatabaseConnection, Set};
+use sea_orm::{ActiveModelTrait, Set};
 use uuid::Uuid;
 
+use crate::db::Pool;
 use super::pagination::{fetch_page, Page, PageRequest};
 use super::tenant_scope::{
     delete_with_dependents, get_in, set_if_changed, update_returning, Dependents, TenantScoped,
@@ -29,7 +30,7 @@ pub struct ToolChanges {
 }
 
 pub async fn create(
-    db: &DatabaseConnection,
+    db: &Pool,
     org_id: Uuid,
     new: NewTool,
 ) -> Result<tool::Model, ServiceError> {
@@ -49,7 +50,7 @@ pub async fn create(
 }
 
 pub async fn find(
-    db: &DatabaseConnection,
+    db: &Pool,
     org_id: Uuid,
     id: Uuid,
 ) -> Result<tool::Model, ServiceError> {
@@ -57,7 +58,7 @@ pub async fn find(
 }
 
 pub async fn list(
-    db: &DatabaseConnection,
+    db: &Pool,
     org_id: Uuid,
     page: PageRequest,
 ) -> Result<Page<tool::Model>, ServiceError> {
@@ -66,7 +67,7 @@ pub async fn list(
 }
 
 pub async fn update(
-    db: &DatabaseConnection,
+    db: &Pool,
     org_id: Uuid,
     id: Uuid,
     changes: ToolChanges,
@@ -87,7 +88,7 @@ pub async fn update(
 }
 
 pub async fn delete(
-    db: &DatabaseConnection,
+    db: &Pool,
     org_id: Uuid,
     id: Uuid,
     cascade: bool,

@@ -1,9 +1,10 @@
 //! Users of an organization.
 
 use entity::{execution_log, user};
-use sea_orm::{ActiveModelTrait, DatabaseConnection, Set};
+use sea_orm::{ActiveModelTrait, Set};
 use uuid::Uuid;
 
+use crate::db::Pool;
 use super::pagination::{fetch_page, Page, PageRequest};
 use super::tenant_scope::{
     delete_with_dependents, get_in, set_if_changed, update_returning, Dependents, TenantScoped,
@@ -32,7 +33,7 @@ fn fold(email: &str) -> String {
 }
 
 pub async fn create(
-    db: &DatabaseConnection,
+    db: &Pool,
     org_id: Uuid,
     new: NewUser,
 ) -> Result<user::Model, ServiceError> {
@@ -52,7 +53,7 @@ pub async fn create(
 }
 
 pub async fn find(
-    db: &DatabaseConnection,
+    db: &Pool,
     org_id: Uuid,
     id: Uuid,
 ) -> Result<user::Model, ServiceError> {
@@ -60,7 +61,7 @@ pub async fn find(
 }
 
 pub async fn list(
-    db: &DatabaseConnection,
+    db: &Pool,
     org_id: Uuid,
     page: PageRequest,
 ) -> Result<Page<user::Model>, ServiceError> {
@@ -69,7 +70,7 @@ pub async fn list(
 }
 
 pub async fn update(
-    db: &DatabaseConnection,
+    db: &Pool,
     org_id: Uuid,
     id: Uuid,
     changes: UserChanges,
@@ -91,7 +92,7 @@ pub async fn update(
 }
 
 pub async fn delete(
-    db: &DatabaseConnection,
+    db: &Pool,
     org_id: Uuid,
     id: Uuid,
     cascade: bool,

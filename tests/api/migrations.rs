@@ -58,17 +58,19 @@ on_both_backends! {
         for table in TABLES {
             assert!(table_exists(&app, table).await, "{table} after up");
         }
-        assert!(db::pending_migrations(&app.db).await.expect("status").is_empty());
-        db::migrate_down(&app.db, TABLES.len() as u32).await.expect("down");
+        let direct = app.direct().await;
+        assert!(db::pending_migrations(&direct).await.expect("status").is_empty());
+        db::migrate_down(&direct, TABLES.len() as u32).await.expect("down");
         for table in TABLES {
             assert!(!table_exists(&app, table).await, "{table} after down");
         }
-        assert_eq!(db::pending_migrations(&app.db).await.expect("status").len(), TABLES.len());
-        db::migrate_up(&app.db).await.expect("up again");
+        assert_eq!(db::pending_migrations(&direct).await.expect("status").len(), TABLES.len());
+        assert_eq!(app.db.pending_migrations().await.expect("read-only status").len(), TABLES.len());
+        db::migrate_up(&direct).await.expect("up again");
         for table in TABLES {
             assert!(table_exists(&app, table).await, "{table} after up again");
         }
-        assert!(db::migration_status(&app.db).await.expect("status").iter().all(|(_, applied)| *applied));
+        assert!(db::migration_status(&direct).await.expect("status").iter().all(|(_, applied)| *applied));
     }
 
     async fn the_database_refuses_an_action_on_another_organizations_tool(app) {

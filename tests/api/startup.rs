@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tolstoy::config::{AppEnv, Settings};
-use tolstoy::secrets::database_urls;
+use tolstoy::secrets::urls_from_environment;
 
 use crate::helpers::{Backend, TestDb};
 
@@ -111,6 +111,11 @@ fn bad_configuration_stops_start_up_naming_the_variable() {
         ("DATABASE_URL", "mysql://u:hunter2@h/db"),
         ("LOG_FORMAT", "xml"),
         ("RUST_LOG", "=["),
+        ("DB_MAX_CONNECTIONS", "0"),
+        ("DB_ACQUIRE_TIMEOUT_SECS", "soon"),
+        ("DB_STATEMENT_CACHE", "maybe"),
+        ("SHUTDOWN_TIMEOUT_SECS", "-1"),
+        ("USE_AWS_SECRETS", "yes please"),
     ] {
         let output = tolstoy(&dir).env(variable, value).output().expect("run");
         let stderr = String::from_utf8_lossy(&output.stderr);
@@ -124,6 +129,7 @@ fn bad_configuration_stops_start_up_naming_the_variable() {
     }
     let output = tolstoy(&dir)
         .env("APP_ENV", "production")
+        .env("USE_AWS_SECRETS", "false")
         .output()
         .expect("run");
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -138,7 +144,7 @@ fn settings_default_to_sqlite_in_development_and_redact_urls() {
     assert_eq!(settings.app_env, AppEnv::Development);
     assert_eq!(settings.port, 3000);
     assert_eq!(settings.max_body_bytes, 1_048_576);
-    let urls = database_urls(&settings).expect("urls");
+    let urls = urls_from_environment(&settings).expect("urls");
     assert_eq!(urls.pooled.expose(), "sqlite://tolstoy.db?mode=rwc");
     assert_eq!(urls.direct.expose(), urls.pooled.expose());
 
@@ -148,7 +154,7 @@ fn settings_default_to_sqlite_in_development_and_redact_urls() {
         _ => None,
     })
     .expect("settings");
-    let urls = database_urls(&settings).expect("urls");
+    let urls = urls_from_environment(&settings).expect("urls");
     assert_eq!(urls.direct.expose(), "postgres://owner:hunter3@db/db");
     let printed = format!("{settings:?} {urls:?} {}", urls.pooled);
     assert!(!printed.contains("hunter"), "{printed}");

@@ -3,8 +3,11 @@
 
 use std::path::PathBuf;
 
+use std::time::Duration;
+
 use sea_orm::{ConnectionTrait, Database};
-use tolstoy::config::Secret;
+use tolstoy::config::{PoolSettings, Secret, Settings};
+use tolstoy::roles::Roles;
 use tolstoy::secrets::DatabaseUrls;
 use uuid::Uuid;
 
@@ -18,9 +21,27 @@ pub enum Backend {
 /// shared server and are easy to find if a crashed run leaves one behind.
 const DATABASE_PREFIX: &str = "tolstoy_test_";
 
+/// The roles of a production-shaped database (created by the suite, shared by its databases).
+pub const OWNER_ROLE: &str = "tolstoy_test_owner";
+pub const APP_ROLE: &str = "tolstoy_test_app";
+
+/// How a PostgreSQL test database is reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    /// One superuser URL for queries and migrations.
+    Direct,
+    /// Neon's shape: queries as the application role through PgBouncer (transaction mode,
+    /// `TEST_POOLER_URL`), migrations as the owner role straight to the server.
+    Production,
+}
+
 pub struct TestDb {
     pub backend: Backend,
+    /// The direct URL: migrations, and checks of what was stored.
     pub url: String,
+    /// The URL the server queries on: `url`, or the pooler's as the application role.
+    pub pooled_url: String,
+    pub shape: Shape,
     cleanup: Cleanup,
 }
 
@@ -45,6 +66,34 @@ fn postgres_admin_url() -> Option<String> {
     );
 }
 
+/// The shape every PostgreSQL test takes: `TEST_POSTGRES_SHAPE=production` runs the suite the
+/// way Neon is deployed; anything else the plain way.
+fn shape_from_env() -> Shape {
+    match std::env::var("TEST_POSTGRES_SHAPE").as_deref() {
+        Ok("production") => Shape::Production,
+        _ => Shape::Direct,
+    }
+}
+
+/// PgBouncer in front of the `TEST_DATABASE_URL` server (any database name).
+pub fn pooler_url() -> String {
+    std::env::var("TEST_POOLER_URL").unwrap_or_else(|_| {
+        panic!(
+            "TEST_POOLER_URL is not set, so the PgBouncer cases cannot run. Run `scripts/test.sh` \
+             (it starts PgBouncer in transaction mode), or point TEST_POOLER_URL at a PgBouncer \
+             in front of the TEST_DATABASE_URL server, with `postgres` as an admin user."
+        )
+    })
+}
+
+/// `url` with its user replaced by `user` (and no password: the test servers trust loopback).
+pub fn with_user(url: &str, user: &str) -> String {
+    let mut url = url::Url::parse(url).expect("a valid database URL");
+    url.set_username(user).expect("a URL with a host");
+    url.set_password(None).expect("a URL with a host");
+    url.to_string()
+}
+
 /// `url` with its database name replaced by `name`.
 pub fn with_database(url: &str, name: &str) -> String {
     let (base, query) = url
@@ -57,16 +106,52 @@ pub fn with_database(url: &str, name: &str) -> String {
     }
 }
 
+/// Runs the SQL of `tolstoy roles` as the administrator on the new database `name`.
+async fn grant_roles(admin_url: &str, name: &str) {
+    let sql = Roles {
+        owner: OWNER_ROLE,
+        app: APP_ROLE,
+        database: name,
+        statement_timeout: Duration::from_secs(15),
+    }
+    .setup_sql()
+    .expect("valid role names");
+    let admin = Database::connect(admin_url)
+        .await
+        .expect("connect to the new test database as the administrator");
+    // Roles are shared by the whole server: parallel tests take turns changing them.
+    admin
+        .execute_unprepared(&format!(
+            "SELECT pg_advisory_lock(7470); {sql} SELECT pg_advisory_unlock(7470);"
+        ))
+        .await
+        .expect("the roles SQL runs");
+    admin.close().await.ok();
+}
+
 impl TestDb {
-    /// A fresh, empty database; `None` only when PostgreSQL is skipped on purpose.
+    /// A fresh, empty database in the suite's shape; `None` only when PostgreSQL is skipped on
+    /// purpose.
     pub async fn create(backend: Backend) -> Option<Self> {
+        Self::create_shaped(backend, shape_from_env()).await
+    }
+
+    /// A fresh, empty PostgreSQL database in the production shape, whatever the suite's.
+    pub async fn create_production() -> Option<Self> {
+        Self::create_shaped(Backend::Postgres, Shape::Production).await
+    }
+
+    async fn create_shaped(backend: Backend, shape: Shape) -> Option<Self> {
         let unique = Uuid::now_v7().simple().to_string();
         match backend {
             Backend::Sqlite => {
                 let path = std::env::temp_dir().join(format!("{DATABASE_PREFIX}{unique}.db"));
+                let url = format!("sqlite://{}?mode=rwc", path.display());
                 Some(Self {
                     backend,
-                    url: format!("sqlite://{}?mode=rwc", path.display()),
+                    pooled_url: url.clone(),
+                    url,
+                    shape: Shape::Direct,
                     cleanup: Cleanup::File(path),
                 })
             }
@@ -81,21 +166,45 @@ impl TestDb {
                     .await
                     .expect("create test database");
                 admin.close().await.ok();
+                let direct = with_database(&admin_url, &name);
+                let (url, pooled_url) = match shape {
+                    Shape::Direct => (direct.clone(), direct),
+                    Shape::Production => {
+                        grant_roles(&direct, &name).await;
+                        (
+                            with_user(&direct, OWNER_ROLE),
+                            with_user(&with_database(&pooler_url(), &name), APP_ROLE),
+                        )
+                    }
+                };
                 Some(Self {
                     backend,
-                    url: with_database(&admin_url, &name),
+                    url,
+                    pooled_url,
+                    shape,
                     cleanup: Cleanup::Database { admin_url, name },
                 })
             }
         }
     }
 
-    /// The same URL for queries and migrations, as in a plain (pooler-less) deployment.
+    /// Queries on the pooled URL, migrations on the direct one.
     pub fn urls(&self) -> DatabaseUrls {
         DatabaseUrls {
-            pooled: Secret::new(self.url.clone()),
+            pooled: Secret::new(self.pooled_url.clone()),
             direct: Secret::new(self.url.clone()),
         }
+    }
+
+    /// The server's defaults; behind Debian's PgBouncer 1.18 the statement cache is off, as
+    /// the README says for a pooler without prepared-statement support.
+    pub fn pool_settings(&self) -> PoolSettings {
+        let mut pool = Settings::from_lookup(|_| None)
+            .expect("default settings")
+            .pool;
+        pool.statement_cache = self.shape == Shape::Direct;
+        pool.acquire_timeout = Duration::from_secs(5);
+        pool
     }
 
     pub async fn destroy(self) {

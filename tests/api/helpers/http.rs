@@ -3,9 +3,9 @@
 use poem::http::{HeaderMap, Method};
 use poem::test::TestClient;
 use poem::{Endpoint, EndpointExt, Response};
-use sea_orm::DatabaseConnection;
 use serde_json::Value;
 use tolstoy::config::DEFAULT_MAX_BODY_BYTES;
+use tolstoy::db::Pool;
 use tolstoy::startup::{build_route, open_database, AppState};
 
 use super::database::{Backend, TestDb};
@@ -16,7 +16,9 @@ pub struct TestApp {
     pub backend: Backend,
     /// The app's own pool, for setting up rows the API under test cannot make yet and for
     /// checking what was stored.
-    pub db: DatabaseConnection,
+    pub db: Pool,
+    /// The direct URL (the owner's, in the production shape), for migrations.
+    pub direct_url: String,
     client: TestClient<BoxedEndpoint>,
 }
 
@@ -71,7 +73,7 @@ impl Reply {
 impl TestApp {
     /// An app on a migrated `db`; `configure` may change its state (e.g. the body limit).
     pub async fn new(db: &TestDb, configure: impl FnOnce(&mut AppState)) -> Self {
-        let pool = open_database(&db.urls(), true)
+        let pool = open_database(&db.urls(), &db.pool_settings(), true)
             .await
             .expect("open and migrate the test database");
         let mut state = AppState {
@@ -79,18 +81,29 @@ impl TestApp {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
         };
         configure(&mut state);
-        Self::with_endpoint(db.backend, pool, build_route(state))
+        Self {
+            direct_url: db.url.clone(),
+            ..Self::with_endpoint(db.backend, pool, build_route(state))
+        }
+    }
+
+    /// A connection on the direct URL, as `tolstoy migrate` opens.
+    pub async fn direct(&self) -> sea_orm::DatabaseConnection {
+        tolstoy::db::connect_direct(&tolstoy::config::Secret::new(self.direct_url.clone()))
+            .await
+            .expect("direct connection")
     }
 
     /// An app serving `endpoint` (for tests of the middleware itself).
     pub fn with_endpoint(
         backend: Backend,
-        db: DatabaseConnection,
+        db: Pool,
         endpoint: impl Endpoint<Output = Response> + 'static,
     ) -> Self {
         Self {
             backend,
             db,
+            direct_url: String::new(),
             client: TestClient::new(endpoint.boxed()),
         }
     }

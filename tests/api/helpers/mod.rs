@@ -4,7 +4,7 @@
 mod database;
 mod http;
 
-pub use database::{Backend, TestDb};
+pub use database::{pooler_url, with_database, with_user, Backend, Shape, TestDb, APP_ROLE, OWNER_ROLE};
 pub use http::{ids, next_path, Caller, TestApp};
 
 use std::future::Future;
