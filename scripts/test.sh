@@ -129,7 +129,7 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   exit
 fi
 
-listing=$(cargo nextest list --workspace --message-format oneline "$@")
+listing=$(cargo nextest list --workspace --message-format oneline)
 sqlite=$(grep -c '::sqlite$' <<<"$listing" || true)
 postgres=$(grep -c '::postgres$' <<<"$listing" || true)
 other=$(grep -vc -e '::sqlite$' -e '::postgres$' <<<"$listing" || true)
@@ -141,4 +141,4 @@ if [ "${SKIP_POSTGRES:-}" = 1 ]; then
   exit
 fi
 log "run 2 of 2: the $postgres PostgreSQL tests in the production shape: DATABASE_URL = PgBouncer (transaction mode) as tolstoy_test_app with DB_STATEMENT_CACHE=false, DIRECT_URL = PostgreSQL as tolstoy_test_owner"
-TEST_POSTGRES_SHAPE=production cargo nextest run --workspace --no-fail-fast -E 'test(/::postgres$/)' "$@"
+TEST_POSTGRES_SHAPE=production cargo nextest run --workspace --no-fail-fast --no-tests=warn -E 'test(/::postgres$/)' "$@"

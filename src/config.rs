@@ -198,12 +198,13 @@ impl Settings {
                 "must not exceed DB_MAX_CONNECTIONS",
             ));
         }
-        let use_aws_secrets =
-            parse_bool(&get, "USE_AWS_SECRETS", app_env == AppEnv::Production)?;
+        let use_aws_secrets = parse_bool(&get, "USE_AWS_SECRETS", app_env == AppEnv::Production)?;
         let aws_secrets = if use_aws_secrets {
             Some(AwsSecretSettings {
-                secret_name: get("AWS_SECRET_NAME")
-                    .map_or_else(|| DEFAULT_AWS_SECRET_NAME.to_owned(), |name| name.trim().to_owned()),
+                secret_name: get("AWS_SECRET_NAME").map_or_else(
+                    || DEFAULT_AWS_SECRET_NAME.to_owned(),
+                    |name| name.trim().to_owned(),
+                ),
                 timeout: parse_seconds(&get, "AWS_SECRETS_TIMEOUT_SECS", 10)?,
             })
         } else {

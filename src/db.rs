@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use migration::{Migrator, MigratorTrait};
 use sea_orm::prelude::async_trait::async_trait;
-use sea_orm::sqlx;
 use sea_orm::sea_query::Values;
+use sea_orm::sqlx;
 use sea_orm::{
     ConnAcquireErr, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
     DatabaseTransaction, DbBackend, DbErr, ExecResult, QueryResult, RuntimeErr, Statement,
@@ -183,8 +183,11 @@ impl Transaction {
 /// `statement` as sqlx would run it for sea-orm, but unnamed: nothing outlives the transaction.
 fn unnamed(statement: &Statement) -> sqlx::query::Query<'_, sqlx::Postgres, SqlxValues> {
     let values = statement.values.clone().unwrap_or(Values(Vec::new()));
-    sqlx::query_with(sqlx::AssertSqlSafe(statement.sql.as_str()), SqlxValues(values))
-        .persistent(false)
+    sqlx::query_with(
+        sqlx::AssertSqlSafe(statement.sql.as_str()),
+        SqlxValues(values),
+    )
+    .persistent(false)
 }
 
 fn query_err(err: sqlx::Error) -> DbErr {

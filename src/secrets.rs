@@ -11,11 +11,14 @@ use std::time::Duration;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::BehaviorVersion;
-use aws_sdk_secretsmanager::error::{DisplayErrorContext, SdkError};
+use aws_sdk_secretsmanager::config::SharedHttpClient;
+use aws_sdk_secretsmanager::error::SdkError;
 use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
 use serde_json::{Map, Value};
 
-use crate::config::{checked_database_url, AppEnv, AwsSecretSettings, ConfigError, Secret, Settings};
+use crate::config::{
+    checked_database_url, AppEnv, AwsSecretSettings, ConfigError, Secret, Settings,
+};
 
 /// The embedded database `cargo run` serves on when nothing is configured.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://tolstoy.db?mode=rwc";
@@ -94,6 +97,14 @@ pub fn urls_from_environment(settings: &Settings) -> Result<DatabaseUrls, Config
     Ok(DatabaseUrls { pooled, direct })
 }
 
+/// The HTTP client the AWS SDK sends with: rustls with ring, the one TLS stack of the binary
+/// (the SDK's default would add aws-lc and a second hyper).
+pub fn aws_http_client() -> SharedHttpClient {
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https()
+}
+
 /// Reads and checks the secret, within `aws.timeout` in all (credentials, retries, backoff).
 async fn read_secret(aws: &AwsSecretSettings) -> Result<DatabaseUrls, SecretError> {
     let fail = |reason: String| SecretError {
@@ -108,10 +119,6 @@ async fn read_secret(aws: &AwsSecretSettings) -> Result<DatabaseUrls, SecretErro
 }
 
 async fn fetch_secret_string(aws: &AwsSecretSettings) -> Result<String, String> {
-    // One TLS stack (rustls with ring) for the whole binary; see TOOLCHAIN.md.
-    let http_client = aws_smithy_http_client::Builder::new()
-        .tls_provider(Provider::Rustls(CryptoMode::Ring))
-        .build_https();
     let retries = RetryConfig::standard()
         .with_max_attempts(4)
         .with_initial_backoff(Duration::from_millis(200))
@@ -122,7 +129,7 @@ async fn fetch_secret_string(aws: &AwsSecretSettings) -> Result<String, String> 
         .operation_timeout(aws.timeout)
         .build();
     let config = aws_config::defaults(BehaviorVersion::latest())
-        .http_client(http_client)
+        .http_client(aws_http_client())
         .retry_config(retries)
         .timeout_config(timeouts)
         .load()
@@ -137,12 +144,26 @@ async fn fetch_secret_string(aws: &AwsSecretSettings) -> Result<String, String> 
             SdkError::ServiceError(service) if service.err().is_resource_not_found_exception() => {
                 "does not exist (or this identity may not read it)".to_owned()
             }
-            _ => format!("cannot be read: {}", DisplayErrorContext(&err)),
+            _ => format!("cannot be read: {}", causes(&err)),
         })?;
     output
         .secret_string()
         .map(str::to_owned)
         .ok_or_else(|| "holds no SecretString (a binary secret is not supported)".to_owned())
+}
+
+/// `err` and its sources, one after another; the SDK's own Debug dump says the same at length.
+fn causes(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text = format!("{text}: {cause_text}");
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// The secret's JSON: `DATABASE_URL` required, `DIRECT_URL` optional (defaults to the former).

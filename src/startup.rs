@@ -3,12 +3,12 @@
 use std::io;
 use std::time::Duration;
 
+use crate::db::Pool;
 use poem::endpoint::make_sync;
 use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
 use poem::middleware::CatchPanic;
 use poem::web::Html;
 use poem::{get, Endpoint, EndpointExt, IntoResponse, Response, Route, Server};
-use crate::db::Pool;
 
 use crate::config::{ConfigError, PoolSettings, Settings};
 use crate::error::problem_response;

@@ -5,12 +5,12 @@ use sea_orm::{ActiveModelTrait, ColumnTrait, QueryFilter, Set};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::db::Pool;
 use super::pagination::{fetch_page, Page, PageRequest};
 use super::tenant_scope::{
     delete_one_in, get_in, require_reference, set_if_changed, update_returning, TenantScoped,
 };
 use super::{now, ServiceError};
+use crate::db::Pool;
 
 /// A validated new action.
 #[derive(Debug)]
@@ -56,11 +56,7 @@ pub async fn create(
     Ok(row.insert(db).await?)
 }
 
-pub async fn find(
-    db: &Pool,
-    org_id: Uuid,
-    id: Uuid,
-) -> Result<action::Model, ServiceError> {
+pub async fn find(db: &Pool, org_id: Uuid, id: Uuid) -> Result<action::Model, ServiceError> {
     get_in::<action::Entity>(db, org_id, id).await
 }
 

@@ -5,12 +5,12 @@ use sea_orm::{ActiveModelTrait, ColumnTrait, Condition, QueryFilter, Set};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::db::Pool;
 use super::pagination::{fetch_page, Page, PageRequest};
 use super::tenant_scope::{
     delete_one_in, get_in, require_reference, set_if_changed, update_returning, TenantScoped,
 };
 use super::{now, ServiceError};
+use crate::db::Pool;
 
 /// A validated new execution log; its user is the caller.
 #[derive(Debug)]
@@ -70,11 +70,7 @@ pub async fn create(
     Ok(row.insert(db).await?)
 }
 
-pub async fn find(
-    db: &Pool,
-    org_id: Uuid,
-    id: Uuid,
-) -> Result<execution_log::Model, ServiceError> {
+pub async fn find(db: &Pool, org_id: Uuid, id: Uuid) -> Result<execution_log::Model, ServiceError> {
     get_in::<execution_log::Entity>(db, org_id, id).await
 }
 

@@ -6,12 +6,12 @@ use sea_orm::{ActiveModelTrait, ColumnTrait, QueryFilter, Set};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::db::Pool;
 use super::pagination::{fetch_page, Page, PageRequest};
 use super::tenant_scope::{
     delete_with_dependents, get_in, set_if_changed, Dependents, TenantScoped,
 };
 use super::{now, ServiceError};
+use crate::db::Pool;
 
 /// A validated new flow.
 #[derive(Debug)]
@@ -34,11 +34,7 @@ fn stale(expected: i32, stored: i32) -> ServiceError {
     ))
 }
 
-pub async fn create(
-    db: &Pool,
-    org_id: Uuid,
-    new: NewFlow,
-) -> Result<flow::Model, ServiceError> {
+pub async fn create(db: &Pool, org_id: Uuid, new: NewFlow) -> Result<flow::Model, ServiceError> {
     let at = now();
     let row = flow::ActiveModel {
         id: Set(Uuid::now_v7()),
@@ -52,11 +48,7 @@ pub async fn create(
     Ok(row.insert(db).await?)
 }
 
-pub async fn find(
-    db: &Pool,
-    org_id: Uuid,
-    id: Uuid,
-) -> Result<flow::Model, ServiceError> {
+pub async fn find(db: &Pool, org_id: Uuid, id: Uuid) -> Result<flow::Model, ServiceError> {
     get_in::<flow::Entity>(db, org_id, id).await
 }
 
@@ -112,12 +104,7 @@ pub async fn update(
     }
 }
 
-pub async fn delete(
-    db: &Pool,
-    org_id: Uuid,
-    id: Uuid,
-    cascade: bool,
-) -> Result<(), ServiceError> {
+pub async fn delete(db: &Pool, org_id: Uuid, id: Uuid, cascade: bool) -> Result<(), ServiceError> {
     let logs = Dependents::<execution_log::Entity> {
         column: execution_log::Column::FlowId,
         label: "execution logs",

@@ -1,15 +1,13 @@
 //! Organizations: the tenants themselves.
 
 use entity::{action, execution_log, flow, organization, tool, user};
-use sea_orm::{
-    ActiveModelTrait, ConnectionTrait, EntityTrait, PaginatorTrait, Set,
-};
+use sea_orm::{ActiveModelTrait, ConnectionTrait, EntityTrait, PaginatorTrait, Set};
 use uuid::Uuid;
 
-use crate::db::Pool;
 use super::pagination::{fetch_page, Page, PageRequest};
 use super::tenant_scope::TenantScoped;
 use super::{now, ServiceError};
+use crate::db::Pool;
 
 /// A validated new organization.
 #[derive(Debug)]
@@ -23,10 +21,7 @@ pub struct OrganizationChanges {
     pub name: Option<String>,
 }
 
-pub async fn create(
-    db: &Pool,
-    new: NewOrganization,
-) -> Result<organization::Model, ServiceError> {
+pub async fn create(db: &Pool, new: NewOrganization) -> Result<organization::Model, ServiceError> {
     let at = now();
     let row = organization::ActiveModel {
         id: Set(Uuid::now_v7()),
@@ -47,10 +42,7 @@ pub async fn find(
         .ok_or(ServiceError::NotFound("organization"))
 }
 
-pub async fn list(
-    db: &Pool,
-    page: PageRequest,
-) -> Result<Page<organization::Model>, ServiceError> {
+pub async fn list(db: &Pool, page: PageRequest) -> Result<Page<organization::Model>, ServiceError> {
     Ok(fetch_page(
         db,
         organization::Entity::find(),

@@ -3,13 +3,13 @@
 
 use entity::{action, execution_log, flow, tool, user};
 use sea_orm::{
-    ActiveValue, ColumnTrait, ConnectionTrait, DeleteMany, EntityTrait,
-    PaginatorTrait, QueryFilter, Select, UpdateMany, Value,
+    ActiveValue, ColumnTrait, ConnectionTrait, DeleteMany, EntityTrait, PaginatorTrait,
+    QueryFilter, Select, UpdateMany, Value,
 };
 use uuid::Uuid;
 
-use crate::db::Pool;
 use super::ServiceError;
+use crate::db::Pool;
 
 /// A table whose rows belong to one organization.
 pub trait TenantScoped: EntityTrait<Model: Sync> {

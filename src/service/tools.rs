@@ -4,12 +4,12 @@ use entity::{action, tool};
 use sea_orm::{ActiveModelTrait, Set};
 use uuid::Uuid;
 
-use crate::db::Pool;
 use super::pagination::{fetch_page, Page, PageRequest};
 use super::tenant_scope::{
     delete_with_dependents, get_in, set_if_changed, update_returning, Dependents, TenantScoped,
 };
 use super::{conflict_on_duplicate, now, ServiceError};
+use crate::db::Pool;
 
 const DUPLICATE_NAME: &str = "a tool with this name already exists in the organization";
 
@@ -29,11 +29,7 @@ pub struct ToolChanges {
     pub auth_type: Option<String>,
 }
 
-pub async fn create(
-    db: &Pool,
-    org_id: Uuid,
-    new: NewTool,
-) -> Result<tool::Model, ServiceError> {
+pub async fn create(db: &Pool, org_id: Uuid, new: NewTool) -> Result<tool::Model, ServiceError> {
     let at = now();
     tool::ActiveModel {
         id: Set(Uuid::now_v7()),
@@ -49,11 +45,7 @@ pub async fn create(
     .map_err(|err| conflict_on_duplicate(err, DUPLICATE_NAME))
 }
 
-pub async fn find(
-    db: &Pool,
-    org_id: Uuid,
-    id: Uuid,
-) -> Result<tool::Model, ServiceError> {
+pub async fn find(db: &Pool, org_id: Uuid, id: Uuid) -> Result<tool::Model, ServiceError> {
     get_in::<tool::Entity>(db, org_id, id).await
 }
 
@@ -87,12 +79,7 @@ pub async fn update(
         .ok_or(ServiceError::NotFound("tool"))
 }
 
-pub async fn delete(
-    db: &Pool,
-    org_id: Uuid,
-    id: Uuid,
-    cascade: bool,
-) -> Result<(), ServiceError> {
+pub async fn delete(db: &Pool, org_id: Uuid, id: Uuid, cascade: bool) -> Result<(), ServiceError> {
     let actions = Dependents::<action::Entity> {
         column: action::Column::ToolId,
         label: "actions",

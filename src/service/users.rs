@@ -4,12 +4,12 @@ use entity::{execution_log, user};
 use sea_orm::{ActiveModelTrait, Set};
 use uuid::Uuid;
 
-use crate::db::Pool;
 use super::pagination::{fetch_page, Page, PageRequest};
 use super::tenant_scope::{
     delete_with_dependents, get_in, set_if_changed, update_returning, Dependents, TenantScoped,
 };
 use super::{conflict_on_duplicate, now, ServiceError};
+use crate::db::Pool;
 
 const DUPLICATE_EMAIL: &str = "a user with this email already exists in the organization";
 
@@ -32,11 +32,7 @@ fn fold(email: &str) -> String {
     email.to_lowercase()
 }
 
-pub async fn create(
-    db: &Pool,
-    org_id: Uuid,
-    new: NewUser,
-) -> Result<user::Model, ServiceError> {
+pub async fn create(db: &Pool, org_id: Uuid, new: NewUser) -> Result<user::Model, ServiceError> {
     let at = now();
     user::ActiveModel {
         id: Set(Uuid::now_v7()),
@@ -52,11 +48,7 @@ pub async fn create(
     .map_err(|err| conflict_on_duplicate(err, DUPLICATE_EMAIL))
 }
 
-pub async fn find(
-    db: &Pool,
-    org_id: Uuid,
-    id: Uuid,
-) -> Result<user::Model, ServiceError> {
+pub async fn find(db: &Pool, org_id: Uuid, id: Uuid) -> Result<user::Model, ServiceError> {
     get_in::<user::Entity>(db, org_id, id).await
 }
 
@@ -91,12 +83,7 @@ pub async fn update(
         .ok_or(ServiceError::NotFound("user"))
 }
 
-pub async fn delete(
-    db: &Pool,
-    org_id: Uuid,
-    id: Uuid,
-    cascade: bool,
-) -> Result<(), ServiceError> {
+pub async fn delete(db: &Pool, org_id: Uuid, id: Uuid, cascade: bool) -> Result<(), ServiceError> {
     let logs = Dependents::<execution_log::Entity> {
         column: execution_log::Column::UserId,
         label: "execution logs",

@@ -1,82 +1,13 @@
 //! The `tolstoy` binary itself: configuration errors, the database-behind guard, and serving
 //! on a real socket with nothing configured.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
 
 use tolstoy::config::{AppEnv, Settings};
 use tolstoy::secrets::urls_from_environment;
 
+use crate::helpers::process::{free_port, http, temp_dir, tolstoy, wait_until_up, Server};
 use crate::helpers::{Backend, TestDb};
-
-fn tolstoy(dir: &std::path::Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_tolstoy"));
-    command
-        .current_dir(dir)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default());
-    command
-}
-
-fn temp_dir() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("tolstoy_test_{}", uuid::Uuid::now_v7().simple()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-/// A plain HTTP/1.1 exchange over a real socket; returns the status line and the body.
-fn http(
-    port: u16,
-    method: &str,
-    path: &str,
-    body: Option<&str>,
-) -> std::io::Result<(String, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let body = body.unwrap_or("");
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    Ok((
-        head.lines().next().unwrap_or("").to_owned(),
-        body.to_owned(),
-    ))
-}
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_until_up(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while http(port, "GET", "/health", None).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "server did not come up on port {port}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 #[test]
 fn serve_with_nothing_configured_uses_the_sqlite_file_in_the_working_directory() {

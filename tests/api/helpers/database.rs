@@ -107,7 +107,7 @@ pub fn with_database(url: &str, name: &str) -> String {
 }
 
 /// Runs the SQL of `tolstoy roles` as the administrator on the new database `name`.
-async fn grant_roles(admin_url: &str, name: &str) {
+async fn grant_roles(server_admin_url: &str, database_url: &str, name: &str) {
     let sql = Roles {
         owner: OWNER_ROLE,
         app: APP_ROLE,
@@ -116,17 +116,27 @@ async fn grant_roles(admin_url: &str, name: &str) {
     }
     .setup_sql()
     .expect("valid role names");
-    let admin = Database::connect(admin_url)
+    // Roles belong to the whole server, and parallel tests would change them at once ("tuple
+    // concurrently updated"): take turns on a lock in the administrator's database (advisory
+    // locks are per database), on one session.
+    let mut options = sea_orm::ConnectOptions::new(server_admin_url);
+    options.max_connections(1).sqlx_logging(false);
+    let lock = Database::connect(options)
+        .await
+        .expect("connect as the administrator");
+    lock.execute_unprepared("SELECT pg_advisory_lock(7470)")
+        .await
+        .expect("lock");
+    let admin = Database::connect(database_url)
         .await
         .expect("connect to the new test database as the administrator");
-    // Roles are shared by the whole server: parallel tests take turns changing them.
-    admin
-        .execute_unprepared(&format!(
-            "SELECT pg_advisory_lock(7470); {sql} SELECT pg_advisory_unlock(7470);"
-        ))
-        .await
-        .expect("the roles SQL runs");
+    let outcome = admin.execute_unprepared(&sql).await;
     admin.close().await.ok();
+    lock.execute_unprepared("SELECT pg_advisory_unlock(7470)")
+        .await
+        .ok();
+    lock.close().await.ok();
+    outcome.expect("the roles SQL runs");
 }
 
 impl TestDb {
@@ -170,7 +180,7 @@ impl TestDb {
                 let (url, pooled_url) = match shape {
                     Shape::Direct => (direct.clone(), direct),
                     Shape::Production => {
-                        grant_roles(&direct, &name).await;
+                        grant_roles(&admin_url, &direct, &name).await;
                         (
                             with_user(&direct, OWNER_ROLE),
                             with_user(&with_database(&pooler_url(), &name), APP_ROLE),
@@ -205,6 +215,14 @@ impl TestDb {
         pool.statement_cache = self.shape == Shape::Direct;
         pool.acquire_timeout = Duration::from_secs(5);
         pool
+    }
+
+    /// The database's name on the server.
+    pub fn database_name(&self) -> &str {
+        match &self.cleanup {
+            Cleanup::Database { name, .. } => name,
+            Cleanup::File(path) => path.to_str().unwrap_or_default(),
+        }
     }
 
     pub async fn destroy(self) {

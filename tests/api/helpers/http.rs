@@ -4,7 +4,7 @@ use poem::http::{HeaderMap, Method};
 use poem::test::TestClient;
 use poem::{Endpoint, EndpointExt, Response};
 use serde_json::Value;
-use tolstoy::config::DEFAULT_MAX_BODY_BYTES;
+use tolstoy::config::{PoolSettings, DEFAULT_MAX_BODY_BYTES};
 use tolstoy::db::Pool;
 use tolstoy::startup::{build_route, open_database, AppState};
 
@@ -73,7 +73,16 @@ impl Reply {
 impl TestApp {
     /// An app on a migrated `db`; `configure` may change its state (e.g. the body limit).
     pub async fn new(db: &TestDb, configure: impl FnOnce(&mut AppState)) -> Self {
-        let pool = open_database(&db.urls(), &db.pool_settings(), true)
+        Self::with_pool(db, &db.pool_settings(), configure).await
+    }
+
+    /// An app on a migrated `db` whose pool has `pool` settings.
+    pub async fn with_pool(
+        db: &TestDb,
+        pool: &PoolSettings,
+        configure: impl FnOnce(&mut AppState),
+    ) -> Self {
+        let pool = open_database(&db.urls(), pool, true)
             .await
             .expect("open and migrate the test database");
         let mut state = AppState {

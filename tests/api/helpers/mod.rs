@@ -3,8 +3,9 @@
 
 mod database;
 mod http;
+pub mod process;
 
-pub use database::{pooler_url, with_database, with_user, Backend, Shape, TestDb, APP_ROLE, OWNER_ROLE};
+pub use database::{pooler_url, with_database, Backend, TestDb};
 pub use http::{ids, next_path, Caller, TestApp};
 
 use std::future::Future;
