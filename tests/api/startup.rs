@@ -2,6 +2,7 @@
 //! on a real socket with nothing configured.
 
 use std::process::Stdio;
+use std::time::Duration;
 
 use tolstoy::config::{AppEnv, Settings};
 use tolstoy::secrets::urls_from_environment;
@@ -75,6 +76,16 @@ fn settings_default_to_sqlite_in_development_and_redact_urls() {
     assert_eq!(settings.app_env, AppEnv::Development);
     assert_eq!(settings.port, 3000);
     assert_eq!(settings.max_body_bytes, 1_048_576);
+    assert_eq!(settings.shutdown_timeout, Duration::from_secs(20));
+    assert_eq!(settings.pool.max_connections, 10);
+    assert_eq!(settings.pool.min_connections, 0);
+    assert_eq!(settings.pool.acquire_timeout, Duration::from_secs(5));
+    assert_eq!(settings.pool.statement_timeout, Duration::from_secs(15));
+    assert!(settings.pool.statement_cache);
+    assert!(
+        settings.aws_secrets.is_none(),
+        "no Secrets Manager in development"
+    );
     let urls = urls_from_environment(&settings).expect("urls");
     assert_eq!(urls.pooled.expose(), "sqlite://tolstoy.db?mode=rwc");
     assert_eq!(urls.direct.expose(), urls.pooled.expose());
@@ -89,6 +100,63 @@ fn settings_default_to_sqlite_in_development_and_redact_urls() {
     assert_eq!(urls.direct.expose(), "postgres://owner:hunter3@db/db");
     let printed = format!("{settings:?} {urls:?} {}", urls.pooled);
     assert!(!printed.contains("hunter"), "{printed}");
+}
+
+#[test]
+fn production_reads_the_default_secret_unless_told_otherwise() {
+    let production = |extra: &'static [(&'static str, &'static str)]| {
+        Settings::from_lookup(move |name| {
+            std::iter::once(("APP_ENV", "production"))
+                .chain(extra.iter().copied())
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| value.to_owned())
+        })
+        .expect("settings")
+    };
+    let aws = production(&[])
+        .aws_secrets
+        .expect("on by default in production");
+    assert_eq!(aws.secret_name, "tolstoy-db-secret");
+    assert_eq!(aws.timeout, Duration::from_secs(10));
+    let named = production(&[("AWS_SECRET_NAME", "prod/tolstoy")]);
+    assert_eq!(named.aws_secrets.expect("on").secret_name, "prod/tolstoy");
+    assert!(production(&[("USE_AWS_SECRETS", "false")])
+        .aws_secrets
+        .is_none());
+}
+
+#[test]
+fn roles_prints_the_least_privilege_sql_and_refuses_odd_names() {
+    let dir = temp_dir();
+    let output = tolstoy(&dir)
+        .args([
+            "roles",
+            "--database",
+            "tolstoy",
+            "--statement-timeout-secs",
+            "7",
+        ])
+        .output()
+        .expect("run");
+    assert!(output.status.success());
+    let sql = String::from_utf8_lossy(&output.stdout);
+    for expected in [
+        r#"CREATE ROLE "tolstoy_owner" LOGIN NOSUPERUSER"#,
+        r#"CREATE ROLE "tolstoy_app" LOGIN NOSUPERUSER"#,
+        r#"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO "tolstoy_app""#,
+        r#"ALTER DEFAULT PRIVILEGES FOR ROLE "tolstoy_owner""#,
+        r#"ALTER ROLE "tolstoy_app" SET statement_timeout = 7000"#,
+    ] {
+        assert!(sql.contains(expected), "{expected} in:\n{sql}");
+    }
+    let refused = tolstoy(&dir)
+        .args(["roles", "--database", "tolstoy\"; DROP DATABASE x; --"])
+        .output()
+        .expect("run");
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr)
+        .contains("the database must be a plain PostgreSQL name"));
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test]
