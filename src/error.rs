@@ -47,9 +47,9 @@ pub struct ProblemBody {
     pub status: u16,
     /// What went wrong with this request.
     pub detail: String,
-    /// Every failing field, for validation problems.
-    #[oai(skip_serializing_if_is_empty)]
-    pub errors: Vec<FieldError>,
+    /// Every failing field; only on validation problems.
+    #[oai(skip_serializing_if_is_none)]
+    pub errors: Option<Vec<FieldError>>,
     /// The request id, also sent as the `X-Request-Id` header and written to the server's log.
     pub request_id: String,
 }
@@ -191,7 +191,7 @@ impl ApiError {
             title: self.title.to_owned(),
             status: self.status.as_u16(),
             detail: self.detail.clone(),
-            errors: self.errors.clone(),
+            errors: (!self.errors.is_empty()).then(|| self.errors.clone()),
             request_id: current_request_id().unwrap_or_default(),
         }
     }

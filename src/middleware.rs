@@ -92,3 +92,94 @@ pub fn panic_response(panic: Box<dyn std::any::Any + Send>) -> Response {
         .unwrap_or_else(|| "panic".to_owned());
     ApiError::internal(&format!("handler panicked: {cause}")).into_response()
 }
+
+/// The methods each documented path answers, for the `Allow` header of a 405 (RFC 9110 asks
+/// for it).
+#[derive(Clone, Debug)]
+pub struct AllowedMethods {
+    /// Path templates split into segments (`None` for a `{parameter}`), with their methods.
+    routes: Vec<(Vec<Option<String>>, HeaderValue)>,
+}
+
+impl AllowedMethods {
+    /// Reads the paths of an OpenAPI document; `extra` adds routes it does not list.
+    pub fn from_document(document: &serde_json::Value, extra: &[(&str, &str)]) -> Self {
+        let documented =
+            document["paths"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(path, operations)| {
+                    let methods: Vec<String> = operations
+                        .as_object()
+                        .into_iter()
+                        .flat_map(|operations| operations.keys())
+                        .map(|method| method.to_ascii_uppercase())
+                        .collect();
+                    (path.clone(), methods.join(", "))
+                });
+        let extra = extra
+            .iter()
+            .map(|(path, methods)| ((*path).to_owned(), (*methods).to_owned()));
+        let routes = documented
+            .chain(extra)
+            .filter_map(|(path, methods)| {
+                let template = path
+                    .trim_matches('/')
+                    .split('/')
+                    .map(|segment| (!segment.starts_with('{')).then(|| segment.to_owned()))
+                    .collect();
+                Some((template, HeaderValue::from_str(&methods).ok()?))
+            })
+            .collect();
+        Self { routes }
+    }
+
+    fn for_path(&self, path: &str) -> Option<&HeaderValue> {
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        self.routes
+            .iter()
+            .find(|(template, _)| {
+                template.len() == segments.len()
+                    && template
+                        .iter()
+                        .zip(&segments)
+                        .all(|(expected, actual)| expected.as_deref().is_none_or(|e| e == *actual))
+            })
+            .map(|(_, methods)| methods)
+    }
+}
+
+impl<E: Endpoint> Middleware<E> for AllowedMethods {
+    type Output = AllowOn405<E>;
+
+    fn transform(&self, inner: E) -> Self::Output {
+        AllowOn405 {
+            inner,
+            allowed: self.clone(),
+        }
+    }
+}
+
+/// The endpoint [`AllowedMethods`] wraps.
+pub struct AllowOn405<E> {
+    inner: E,
+    allowed: AllowedMethods,
+}
+
+impl<E: Endpoint> Endpoint for AllowOn405<E> {
+    type Output = Response;
+
+    async fn call(&self, request: Request) -> Result<Response> {
+        let path = request.uri().path().to_owned();
+        let mut response = self.inner.call(request).await?.into_response();
+        if response.status() == poem::http::StatusCode::METHOD_NOT_ALLOWED {
+            if let Some(methods) = self.allowed.for_path(&path) {
+                response
+                    .headers_mut()
+                    .insert(poem::http::header::ALLOW, methods.clone());
+            }
+        }
+        Ok(response)
+    }
+}

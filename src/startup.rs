@@ -12,7 +12,7 @@ use poem::{get, Endpoint, EndpointExt, IntoResponse, Response, Route, Server};
 
 use crate::config::{ConfigError, PoolSettings, Settings};
 use crate::error::problem_response;
-use crate::middleware::{panic_response, RequestId};
+use crate::middleware::{panic_response, AllowedMethods, RequestId};
 use crate::secrets::{DatabaseUrls, SecretError, UrlsError};
 use crate::{api, db};
 
@@ -88,6 +88,11 @@ pub fn build_route(state: AppState) -> impl Endpoint<Output = Response> {
     let document = api::openapi_document();
     // Swagger UI embeds poem-openapi's raw document; show it the one we serve.
     let docs_page = api.swagger_ui_html().replace(&api.spec(), &document);
+    let allowed = serde_json::from_str(&document)
+        .map(|document| {
+            AllowedMethods::from_document(&document, &[("/openapi.json", "GET"), ("/docs", "GET")])
+        })
+        .unwrap_or_else(|_| AllowedMethods::from_document(&serde_json::Value::Null, &[]));
     let route = Route::new()
         .at(
             "/openapi.json",
@@ -100,7 +105,7 @@ pub fn build_route(state: AppState) -> impl Endpoint<Output = Response> {
         .at("/docs", get(make_sync(move |_| Html(docs_page.clone()))))
         .nest("/", api)
         .data(state);
-    with_middleware(route)
+    with_middleware(route).with(allowed)
 }
 
 /// A bound, ready-to-run server.

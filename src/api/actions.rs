@@ -48,6 +48,7 @@ pub struct ActionOut {
     /// The tool this is an endpoint of.
     pub tool_id: Uuid,
     /// Display name, if any.
+    #[oai(nullable)]
     pub name: Option<String>,
     /// Upper case HTTP method.
     pub method: String,
@@ -56,6 +57,7 @@ pub struct ActionOut {
     /// The action's input schema, as given.
     pub schema: Value,
     /// The condition under which the action runs, as given (string or object).
+    #[oai(nullable)]
     pub execute_if: Option<Value>,
     /// When it was created.
     pub created_at: Timestamp,
@@ -93,6 +95,7 @@ pub struct ActionIn {
     pub tool_id: Uuid,
     /// At most 200 characters.
     #[oai(validator(max_length = 200))]
+    #[oai(nullable)]
     pub name: Option<String>,
     /// `GET POST PUT PATCH DELETE HEAD OPTIONS`, in any letter case.
     pub method: String,
@@ -100,8 +103,10 @@ pub struct ActionIn {
     #[oai(validator(min_length = 1, max_length = 2048))]
     pub endpoint: String,
     /// A JSON object of at most 64 KiB (default `{}`): the action's input schema.
+    #[oai(nullable)]
     pub schema: Option<Value>,
     /// A condition, string or object, stored as given.
+    #[oai(nullable)]
     pub execute_if: Option<Value>,
 }
 
@@ -150,6 +155,7 @@ pub struct ActionUpdate {
     pub tool_id: Option<Uuid>,
     /// At most 200 characters; null clears it.
     #[oai(validator(max_length = 200))]
+    #[oai(nullable)]
     pub name: Option<String>,
     /// `GET POST PUT PATCH DELETE HEAD OPTIONS`, in any letter case.
     pub method: Option<String>,
@@ -159,6 +165,7 @@ pub struct ActionUpdate {
     /// A JSON object of at most 64 KiB.
     pub schema: Option<Value>,
     /// A condition, string or object; null clears it.
+    #[oai(nullable)]
     pub execute_if: Option<Value>,
 }
 
@@ -221,6 +228,7 @@ impl ActionsApi {
         #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
         limit: Query<Option<u64>>,
         /// The opaque cursor from the previous page's `Link` header.
+        #[oai(validator(pattern = "^[0-9a-f]{32}$"))]
         cursor: Query<Option<String>>,
     ) -> Result<Listed<ActionOut>, ApiError> {
         let page = page_request(limit.0, cursor.0.as_deref())?;

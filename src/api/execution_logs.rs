@@ -51,6 +51,7 @@ pub struct ExecutionLogOut {
     /// The flow that ran.
     pub flow_id: Uuid,
     /// Groups the rows of one run.
+    #[oai(nullable)]
     pub execution_id: Option<String>,
     /// The step of the flow.
     pub step_id: String,
@@ -59,8 +60,10 @@ pub struct ExecutionLogOut {
     /// The step's inputs, as given.
     pub inputs: Value,
     /// The step's outputs, as given.
+    #[oai(nullable)]
     pub outputs: Option<Value>,
     /// The step's error, as given.
+    #[oai(nullable)]
     pub error: Option<Value>,
     /// When it was created.
     pub created_at: Timestamp,
@@ -100,6 +103,7 @@ pub struct ExecutionLogIn {
     pub flow_id: Uuid,
     /// At most 200 characters: groups the rows of one run.
     #[oai(validator(max_length = 200))]
+    #[oai(nullable)]
     pub execution_id: Option<String>,
     /// 1 to 200 characters.
     #[oai(validator(min_length = 1, max_length = 200))]
@@ -109,8 +113,10 @@ pub struct ExecutionLogIn {
     /// A JSON object.
     pub inputs: Value,
     /// Any JSON.
+    #[oai(nullable)]
     pub outputs: Option<Value>,
     /// Any JSON.
+    #[oai(nullable)]
     pub error: Option<Value>,
 }
 
@@ -157,6 +163,7 @@ pub struct ExecutionLogUpdate {
     pub flow_id: Option<Uuid>,
     /// At most 200 characters; null clears it.
     #[oai(validator(max_length = 200))]
+    #[oai(nullable)]
     pub execution_id: Option<String>,
     /// 1 to 200 characters.
     #[oai(validator(min_length = 1, max_length = 200))]
@@ -166,8 +173,10 @@ pub struct ExecutionLogUpdate {
     /// A JSON object.
     pub inputs: Option<Value>,
     /// Any JSON; null clears it.
+    #[oai(nullable)]
     pub outputs: Option<Value>,
     /// Any JSON; null clears it.
+    #[oai(nullable)]
     pub error: Option<Value>,
 }
 
@@ -249,6 +258,7 @@ impl ExecutionLogsApi {
         #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
         limit: Query<Option<u64>>,
         /// The opaque cursor from the previous page's `Link` header.
+        #[oai(validator(pattern = "^[0-9a-f]{32}$"))]
         cursor: Query<Option<String>>,
     ) -> Result<Listed<ExecutionLogOut>, ApiError> {
         let page = page_request(limit.0, cursor.0.as_deref())?;

@@ -30,6 +30,7 @@ pub struct FlowOut {
     /// The organization the flow belongs to.
     pub org_id: Uuid,
     /// Display name, if any.
+    #[oai(nullable)]
     pub name: Option<String>,
     /// The steps, as given.
     pub steps: Vec<Value>,
@@ -77,6 +78,7 @@ fn example_steps() -> Vec<Value> {
 pub struct FlowIn {
     /// At most 200 characters.
     #[oai(validator(max_length = 200))]
+    #[oai(nullable)]
     pub name: Option<String>,
     /// At most 1000 step objects, each with a non-empty string `id` (unique in the flow) and a
     /// non-empty string `type`; other keys are kept as given.
@@ -115,6 +117,7 @@ impl ReadBody for FlowIn {
 pub struct FlowUpdate {
     /// At most 200 characters; null clears it.
     #[oai(validator(max_length = 200))]
+    #[oai(nullable)]
     pub name: Option<String>,
     /// The new steps (same rules as on create).
     #[oai(validator(max_items = 1000))]
@@ -175,6 +178,7 @@ impl FlowsApi {
         #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
         limit: Query<Option<u64>>,
         /// The opaque cursor from the previous page's `Link` header.
+        #[oai(validator(pattern = "^[0-9a-f]{32}$"))]
         cursor: Query<Option<String>>,
     ) -> Result<Listed<FlowOut>, ApiError> {
         let page = page_request(limit.0, cursor.0.as_deref())?;

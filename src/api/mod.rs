@@ -90,7 +90,34 @@ pub fn openapi_document() -> String {
             }
         }
     }
+    refuse_unknown_request_fields(&mut document);
     serde_json::to_string_pretty(&document).unwrap_or(generated)
+}
+
+/// Marks every request body schema `additionalProperties: false`: the server answers 400 to
+/// an unknown field (poem-openapi's `deny_unknown_fields` does not say so in the document).
+fn refuse_unknown_request_fields(document: &mut Value) {
+    let request_schemas: Vec<String> = document["paths"]
+        .as_object()
+        .into_iter()
+        .flat_map(|paths| paths.values())
+        .filter_map(Value::as_object)
+        .flat_map(|operations| operations.values())
+        .filter_map(|operation| operation.pointer("/requestBody/content"))
+        .filter_map(Value::as_object)
+        .flat_map(|content| content.values())
+        .filter_map(|media| media.pointer("/schema/$ref").and_then(Value::as_str))
+        .filter_map(|reference| reference.strip_prefix("#/components/schemas/"))
+        .map(str::to_owned)
+        .collect();
+    for name in request_schemas {
+        if let Some(schema) = document
+            .pointer_mut(&format!("/components/schemas/{name}"))
+            .and_then(Value::as_object_mut)
+        {
+            schema.insert("additionalProperties".to_owned(), Value::Bool(false));
+        }
+    }
 }
 
 fn merged_tenant_security(security: &Value) -> Value {

@@ -142,6 +142,7 @@ impl OrganizationsApi {
         #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
         limit: Query<Option<u64>>,
         /// The opaque cursor from the previous page's `Link` header.
+        #[oai(validator(pattern = "^[0-9a-f]{32}$"))]
         cursor: Query<Option<String>>,
     ) -> Result<Listed<OrganizationOut>, ApiError> {
         let page = page_request(limit.0, cursor.0.as_deref())?;

@@ -31,6 +31,7 @@ pub struct UserOut {
     /// The address as given (uniqueness ignores letter case).
     pub email: String,
     /// Display name, if any.
+    #[oai(nullable)]
     pub name: Option<String>,
     /// When it was created.
     pub created_at: Timestamp,
@@ -65,6 +66,7 @@ pub struct UserIn {
     pub email: String,
     /// At most 200 characters.
     #[oai(validator(max_length = 200))]
+    #[oai(nullable)]
     pub name: Option<String>,
 }
 
@@ -102,6 +104,7 @@ pub struct UserUpdate {
     pub email: Option<String>,
     /// At most 200 characters; null clears it.
     #[oai(validator(max_length = 200))]
+    #[oai(nullable)]
     pub name: Option<String>,
 }
 
@@ -156,6 +159,7 @@ impl UsersApi {
         #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
         limit: Query<Option<u64>>,
         /// The opaque cursor from the previous page's `Link` header.
+        #[oai(validator(pattern = "^[0-9a-f]{32}$"))]
         cursor: Query<Option<String>>,
     ) -> Result<Listed<UserOut>, ApiError> {
         let page = page_request(limit.0, cursor.0.as_deref())?;

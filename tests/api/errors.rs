@@ -33,6 +33,11 @@ on_both_backends! {
         app.get("/no/such/route").await.assert_problem(404);
         let reply = app.send(Method::PATCH, "/organizations", Some(&json!({})), &[]).await;
         reply.assert_problem(405);
+        // RFC 9110 asks a 405 to say what the path does allow (found by schemathesis).
+        assert_eq!(reply.header("allow"), Some("GET, POST"));
+        let item = app.send(Method::TRACE, "/tools/01a1fd98-4cfe-7138-9225-91062752751f", None, &[]).await;
+        item.assert_problem(405);
+        assert_eq!(item.header("allow"), Some("DELETE, GET, PUT"));
     }
 
     async fn body_over_the_limit_is_413_and_writes_nothing(app) {

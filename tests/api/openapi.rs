@@ -36,3 +36,105 @@ on_both_backends! {
         }
     }
 }
+
+/// The schemas of the committed document, by name.
+fn schemas() -> serde_json::Map<String, serde_json::Value> {
+    committed_document()["components"]["schemas"]
+        .as_object()
+        .cloned()
+        .expect("components.schemas")
+}
+
+// Findings of schemathesis: the document must describe exactly what the server sends and takes.
+
+#[test]
+fn every_optional_response_field_is_nullable_because_the_server_sends_null() {
+    let schemas = schemas();
+    for name in [
+        "Organization",
+        "User",
+        "Tool",
+        "Action",
+        "Flow",
+        "ExecutionLog",
+    ] {
+        let schema = &schemas[name];
+        let required: Vec<&str> = schema["required"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str())
+            .collect();
+        for (field, property) in schema["properties"].as_object().expect("properties") {
+            if !required.contains(&field.as_str()) {
+                assert_eq!(
+                    property["nullable"], true,
+                    "{name}.{field} is sent as null when unset"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn request_bodies_refuse_unknown_fields_in_the_document_as_the_server_does() {
+    let schemas = schemas();
+    for resource in [
+        "Organization",
+        "User",
+        "Tool",
+        "Action",
+        "Flow",
+        "ExecutionLog",
+    ] {
+        for name in [format!("{resource}In"), format!("{resource}Update")] {
+            assert_eq!(schemas[&name]["additionalProperties"], false, "{name}");
+        }
+    }
+}
+
+#[test]
+fn a_problem_lists_errors_only_when_there_are_some() {
+    let required = schemas()["Problem"]["required"].clone();
+    let required: Vec<&str> = required
+        .as_array()
+        .expect("required")
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert_eq!(required, ["type", "title", "status", "detail", "requestId"]);
+}
+
+#[test]
+fn the_cursor_parameter_says_what_a_cursor_looks_like() {
+    let document = committed_document();
+    for path in [
+        "/organizations",
+        "/users",
+        "/tools",
+        "/actions",
+        "/flows",
+        "/execution-logs",
+    ] {
+        let cursor = document["paths"][path]["get"]["parameters"]
+            .as_array()
+            .expect("parameters")
+            .iter()
+            .find(|p| p["name"] == "cursor")
+            .cloned()
+            .expect("cursor");
+        assert_eq!(cursor["schema"]["pattern"], "^[0-9a-f]{32}$", "{path}");
+    }
+}
+
+on_both_backends! {
+    async fn an_empty_or_foreign_cursor_is_a_400_naming_cursor_and_a_404_has_no_errors_list(app) {
+        for cursor in ["", "01a1fd98-4cfe-7138-9225-91062752751f", "zz"] {
+            let reply = app.get(&format!("/organizations?cursor={cursor}")).await;
+            assert_eq!(reply.assert_problem(400), ["cursor"], "{cursor:?}");
+        }
+        let missing = app.get("/organizations/01a1fd984cfe71389225910627527510").await;
+        missing.assert_problem(404);
+        assert!(missing.body.get("errors").is_none(), "{}", missing.text);
+    }
+}
