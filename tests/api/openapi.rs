@@ -45,28 +45,36 @@ fn schemas() -> serde_json::Map<String, serde_json::Value> {
         .expect("components.schemas")
 }
 
+/// The schemas of the six resources, as they are sent.
+const RESOURCES: [&str; 6] = [
+    "Organization",
+    "User",
+    "Tool",
+    "Action",
+    "Flow",
+    "ExecutionLog",
+];
+
+/// The names a schema lists as required.
+fn required(schema: &serde_json::Value) -> Vec<String> {
+    schema["required"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect()
+}
+
 // Findings of schemathesis: the document must describe exactly what the server sends and takes.
 
 #[test]
 fn every_optional_response_field_is_nullable_because_the_server_sends_null() {
     let schemas = schemas();
-    for name in [
-        "Organization",
-        "User",
-        "Tool",
-        "Action",
-        "Flow",
-        "ExecutionLog",
-    ] {
+    for name in RESOURCES {
         let schema = &schemas[name];
-        let required: Vec<&str> = schema["required"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|v| v.as_str())
-            .collect();
+        let required = required(schema);
         for (field, property) in schema["properties"].as_object().expect("properties") {
-            if !required.contains(&field.as_str()) {
+            if !required.contains(field) {
                 assert_eq!(
                     property["nullable"], true,
                     "{name}.{field} is sent as null when unset"
@@ -79,14 +87,7 @@ fn every_optional_response_field_is_nullable_because_the_server_sends_null() {
 #[test]
 fn request_bodies_refuse_unknown_fields_in_the_document_as_the_server_does() {
     let schemas = schemas();
-    for resource in [
-        "Organization",
-        "User",
-        "Tool",
-        "Action",
-        "Flow",
-        "ExecutionLog",
-    ] {
+    for resource in RESOURCES {
         for name in [format!("{resource}In"), format!("{resource}Update")] {
             assert_eq!(schemas[&name]["additionalProperties"], false, "{name}");
         }
@@ -95,14 +96,10 @@ fn request_bodies_refuse_unknown_fields_in_the_document_as_the_server_does() {
 
 #[test]
 fn a_problem_lists_errors_only_when_there_are_some() {
-    let required = schemas()["Problem"]["required"].clone();
-    let required: Vec<&str> = required
-        .as_array()
-        .expect("required")
-        .iter()
-        .filter_map(|v| v.as_str())
-        .collect();
-    assert_eq!(required, ["type", "title", "status", "detail", "requestId"]);
+    assert_eq!(
+        required(&schemas()["Problem"]),
+        ["type", "title", "status", "detail", "requestId"]
+    );
 }
 
 #[test]
