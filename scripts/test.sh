@@ -11,6 +11,8 @@
 #     purpose (and run 2); nothing else does.
 #   - PgBouncer (Debian's `pgbouncer`) in front of it, pool_mode = transaction: TEST_POOLER_URL.
 #   - A local AWS Secrets Manager (`moto_server`, PyPI `moto[server]`): TEST_AWS_ENDPOINT_URL.
+# Before the suite, Swagger UI is driven in Debian's headless Chromium (tests/browser, npm
+# playwright-core); its screenshot goes to SCREENSHOT_DIR (default /tmp), outside the repository.
 # Arguments are passed to `cargo nextest run` (e.g. a test name filter).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -122,6 +124,27 @@ if [ -n "${TEST_DATABASE_URL:-}" ] && [ -z "${TEST_POOLER_URL:-}" ]; then
   start_pgbouncer
 fi
 [ -n "${TEST_AWS_ENDPOINT_URL:-}" ] || start_secrets_manager
+
+# Swagger UI in Debian's headless Chromium, against the binary serving a fresh SQLite file.
+check_swagger_ui_in_a_browser() {
+  local dir port pid bin
+  [ -x "${CHROMIUM:-/usr/bin/chromium}" ] || { log "chromium not found: install Debian's chromium (.ci/run does)"; exit 1; }
+  [ -d tests/browser/node_modules/playwright-core ] || (cd tests/browser && npm ci --no-audit --no-fund --silent)
+  cargo build --quiet --bin tolstoy
+  bin=$(realpath "${CARGO_TARGET_DIR:-target}")/debug/tolstoy
+  dir=$(mktemp -d /tmp/tolstoy-browser.XXXXXX)
+  port=$(free_port)
+  (cd "$dir" && exec env -u DATABASE_URL -u DIRECT_URL PORT="$port" "$bin" >"$dir/server.log" 2>&1) &
+  pid=$!
+  CLEANUP+=("kill $pid; rm -rf '$dir'")
+  for _ in $(seq 100); do
+    python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1])' "http://127.0.0.1:$port/health" 2>/dev/null && break
+    sleep 0.1
+  done
+  log "Swagger UI in headless Chromium ($("${CHROMIUM:-/usr/bin/chromium}" --version 2>/dev/null | awk '{print $2}'))"
+  BASE_URL="http://127.0.0.1:$port" SCREENSHOT_DIR="${SCREENSHOT_DIR:-/tmp}" node tests/browser/swagger.mjs
+}
+check_swagger_ui_in_a_browser
 
 if ! cargo nextest --version >/dev/null 2>&1; then
   log "cargo-nextest not found; using cargo test (one run, plain shape)"
