@@ -23,6 +23,17 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
+# Waits up to 10 s for `url` to answer.
+wait_for_url() {
+  local _
+  for _ in $(seq 100); do
+    python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1])' "$1" 2>/dev/null && return
+    sleep 0.1
+  done
+  log "no answer from $1"
+  return 1
+}
+
 CLEANUP=()
 cleanup() {
   local step
@@ -105,10 +116,7 @@ start_secrets_manager() {
   port=$(free_port)
   moto_server -H 127.0.0.1 -p "$port" >"$dir/moto.log" 2>&1 &
   CLEANUP+=("kill $!; rm -rf '$dir'")
-  for _ in $(seq 100); do
-    python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1])' "http://127.0.0.1:$port/moto-api/" 2>/dev/null && break
-    sleep 0.1
-  done
+  wait_for_url "http://127.0.0.1:$port/moto-api/"
   export TEST_AWS_ENDPOINT_URL="http://127.0.0.1:$port"
   log "AWS Secrets Manager emulator (moto $(python3 -c 'import moto; print(moto.__version__)')) on 127.0.0.1:$port"
 }
@@ -137,10 +145,7 @@ check_swagger_ui_in_a_browser() {
   (cd "$dir" && exec env -u DATABASE_URL -u DIRECT_URL PORT="$port" "$bin" >"$dir/server.log" 2>&1) &
   pid=$!
   CLEANUP+=("kill $pid; rm -rf '$dir'")
-  for _ in $(seq 100); do
-    python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1])' "http://127.0.0.1:$port/health" 2>/dev/null && break
-    sleep 0.1
-  done
+  wait_for_url "http://127.0.0.1:$port/health"
   log "Swagger UI in headless Chromium ($("${CHROMIUM:-/usr/bin/chromium}" --version 2>/dev/null | awk '{print $2}'))"
   BASE_URL="http://127.0.0.1:$port" SCREENSHOT_DIR="${SCREENSHOT_DIR:-/tmp}" node tests/browser/swagger.mjs
 }

@@ -63,20 +63,21 @@ impl Pool {
 
     /// Starts a transaction; its statements run on one server connection.
     pub async fn begin(&self) -> Result<Transaction, DbErr> {
-        self.within_deadline(async {
-            if self.unnamed_in_transaction {
-                let transaction = self
-                    .connection
-                    .get_postgres_connection_pool()
-                    .begin()
-                    .await
-                    .map_err(|err| DbErr::Conn(RuntimeErr::SqlxError(err.into())))?;
-                Ok(Transaction::Unnamed(Mutex::new(transaction)))
-            } else {
-                Ok(Transaction::Driver(self.connection.begin().await?))
-            }
-        })
-        .await
+        self.within_deadline(self.open_transaction()).await
+    }
+
+    async fn open_transaction(&self) -> Result<Transaction, DbErr> {
+        if self.unnamed_in_transaction {
+            let transaction = self
+                .connection
+                .get_postgres_connection_pool()
+                .begin()
+                .await
+                .map_err(|err| DbErr::Conn(RuntimeErr::SqlxError(err.into())))?;
+            Ok(Transaction::Unnamed(Mutex::new(transaction)))
+        } else {
+            Ok(Transaction::Driver(self.connection.begin().await?))
+        }
     }
 
     /// One round trip to the database.
@@ -115,7 +116,8 @@ macro_rules! run_statement {
         $pool
             .within_deadline(async {
                 if $pool.unnamed_in_transaction {
-                    let transaction = $pool.begin().await?;
+                    // Already inside the statement's deadline.
+                    let transaction = $pool.open_transaction().await?;
                     let answer = transaction.$method($statement).await?;
                     transaction.commit().await?;
                     Ok(answer)

@@ -85,14 +85,12 @@ pub fn with_middleware(endpoint: impl Endpoint + 'static) -> impl Endpoint<Outpu
 /// The whole HTTP surface: the API, `/openapi.json` and Swagger UI at `/docs`.
 pub fn build_route(state: AppState) -> impl Endpoint<Output = Response> {
     let api = api::service();
-    let document = api::openapi_document();
+    let value = api::openapi_value();
+    let allowed =
+        AllowedMethods::from_document(&value, &[("/openapi.json", "GET"), ("/docs", "GET")]);
+    let document = serde_json::to_string_pretty(&value).unwrap_or_default();
     // Swagger UI embeds poem-openapi's raw document; show it the one we serve.
     let docs_page = api.swagger_ui_html().replace(&api.spec(), &document);
-    let allowed = serde_json::from_str(&document)
-        .map(|document| {
-            AllowedMethods::from_document(&document, &[("/openapi.json", "GET"), ("/docs", "GET")])
-        })
-        .unwrap_or_else(|_| AllowedMethods::from_document(&serde_json::Value::Null, &[]));
     let route = Route::new()
         .at(
             "/openapi.json",

@@ -75,10 +75,13 @@ pub fn service() -> OpenApiService<Api, ()> {
 /// poem-openapi lists an operation's security schemes as alternatives (any one suffices); a
 /// tenant call needs both headers, so their requirements are merged into one.
 pub fn openapi_document() -> String {
-    let generated = service().spec();
-    let Ok(mut document) = serde_json::from_str::<Value>(&generated) else {
-        return generated;
-    };
+    serde_json::to_string_pretty(&openapi_value()).unwrap_or_default()
+}
+
+/// [`openapi_document`] as JSON, for the code that reads it (the `Allow` header of a 405).
+pub fn openapi_value() -> Value {
+    // poem-openapi always writes JSON; Null would only ever show an empty document.
+    let mut document: Value = serde_json::from_str(&service().spec()).unwrap_or(Value::Null);
     if let Some(paths) = document.get_mut("paths").and_then(Value::as_object_mut) {
         for operation in paths
             .values_mut()
@@ -91,7 +94,7 @@ pub fn openapi_document() -> String {
         }
     }
     refuse_unknown_request_fields(&mut document);
-    serde_json::to_string_pretty(&document).unwrap_or(generated)
+    document
 }
 
 /// Marks every request body schema `additionalProperties: false`: the server answers 400 to
