@@ -133,23 +133,58 @@ if [ -n "${TEST_DATABASE_URL:-}" ] && [ -z "${TEST_POOLER_URL:-}" ]; then
 fi
 [ -n "${TEST_AWS_ENDPOINT_URL:-}" ] || start_secrets_manager
 
-# Swagger UI in Debian's headless Chromium, against the binary serving a fresh SQLite file.
-check_swagger_ui_in_a_browser() {
-  local dir port pid bin
-  [ -x "${CHROMIUM:-/usr/bin/chromium}" ] || { log "chromium not found: install Debian's chromium (.ci/run does)"; exit 1; }
-  [ -d tests/browser/node_modules/playwright-core ] || (cd tests/browser && npm ci --no-audit --no-fund --silent)
+# Starts the debug binary in a temp dir on a fresh database: SQLite there when `database_url` is
+# empty, else that URL (migrated at start). Sets SERVER_URL.
+start_server() {
+  local database_url=$1 bin dir port
   cargo build --quiet --bin tolstoy
   bin=$(realpath "${CARGO_TARGET_DIR:-target}")/debug/tolstoy
-  dir=$(mktemp -d /tmp/tolstoy-browser.XXXXXX)
+  dir=$(mktemp -d /tmp/tolstoy-server.XXXXXX)
   port=$(free_port)
-  (cd "$dir" && exec env -u DATABASE_URL -u DIRECT_URL PORT="$port" "$bin" >"$dir/server.log" 2>&1) &
-  pid=$!
-  CLEANUP+=("kill $pid; rm -rf '$dir'")
-  wait_for_url "http://127.0.0.1:$port/health"
+  (cd "$dir" && exec env -u DATABASE_URL -u DIRECT_URL ${database_url:+DATABASE_URL="$database_url"} \
+    PORT="$port" "$bin" serve --migrate >"$dir/server.log" 2>&1) &
+  CLEANUP+=("kill $!; rm -rf '$dir'")
+  SERVER_URL="http://127.0.0.1:$port"
+  wait_for_url "$SERVER_URL/health"
+}
+
+# Swagger UI in Debian's headless Chromium, against the binary serving a fresh SQLite file.
+check_swagger_ui_in_a_browser() {
+  [ -x "${CHROMIUM:-/usr/bin/chromium}" ] || { log "chromium not found: install Debian's chromium (.ci/run does)"; exit 1; }
+  [ -d tests/browser/node_modules/playwright-core ] || (cd tests/browser && npm ci --no-audit --no-fund --silent)
+  start_server ""
   log "Swagger UI in headless Chromium ($("${CHROMIUM:-/usr/bin/chromium}" --version 2>/dev/null | awk '{print $2}'))"
-  BASE_URL="http://127.0.0.1:$port" SCREENSHOT_DIR="${SCREENSHOT_DIR:-/tmp}" node tests/browser/swagger.mjs
+  BASE_URL="$SERVER_URL" SCREENSHOT_DIR="${SCREENSHOT_DIR:-/tmp}" node tests/browser/swagger.mjs
 }
 check_swagger_ui_in_a_browser
+
+# The served document through openapi-spec-validator, then schemathesis (all phases, all checks,
+# tests/schemathesis/schemathesis.toml) with the headers of a real organization and user.
+check_api_with_schemathesis() {
+  local backend=$1 database_url=$2 tenant
+  command -v st >/dev/null && command -v openapi-spec-validator >/dev/null ||
+    { log "schemathesis or openapi-spec-validator not found: pip install them (.ci/run does)"; exit 1; }
+  start_server "$database_url"
+  log "schemathesis $(python3 -c 'import schemathesis; print(schemathesis.__version__)') on $backend"
+  python3 -c 'import sys, urllib.request; sys.stdout.buffer.write(urllib.request.urlopen(sys.argv[1]).read())' \
+    "$SERVER_URL/openapi.json" >"$SCHEMATHESIS_DIR/openapi.json"
+  openapi-spec-validator "$SCHEMATHESIS_DIR/openapi.json"
+  tenant=$(python3 tests/schemathesis/tenant.py "$SERVER_URL")
+  # shellcheck disable=SC2086 # $tenant is two -H options
+  st --config-file tests/schemathesis/schemathesis.toml run "$SERVER_URL/openapi.json" $tenant \
+    --no-color --output-truncate=false >"$SCHEMATHESIS_DIR/$backend.log" 2>&1 ||
+    { cat "$SCHEMATHESIS_DIR/$backend.log"; log "schemathesis found failures on $backend"; exit 1; }
+  grep -E 'generated|=====' "$SCHEMATHESIS_DIR/$backend.log" | tail -n 2 >&2
+}
+SCHEMATHESIS_DIR=$(mktemp -d /tmp/tolstoy-schemathesis.XXXXXX)
+CLEANUP+=("rm -rf '$SCHEMATHESIS_DIR'")
+check_api_with_schemathesis sqlite ""
+if [ -n "${TEST_DATABASE_URL:-}" ]; then
+  schemathesis_db="tolstoy_schemathesis_$$"
+  psql -q -d "$TEST_DATABASE_URL" -c "CREATE DATABASE $schemathesis_db"
+  CLEANUP+=("psql -q -d '$TEST_DATABASE_URL' -c 'DROP DATABASE IF EXISTS $schemathesis_db WITH (FORCE)'")
+  check_api_with_schemathesis postgresql "$(python3 -c 'import sys, urllib.parse as u; print(u.urlparse(sys.argv[1])._replace(path="/"+sys.argv[2]).geturl())' "$TEST_DATABASE_URL" "$schemathesis_db")"
+fi
 
 if ! cargo nextest --version >/dev/null 2>&1; then
   log "cargo-nextest not found; using cargo test (one run, plain shape)"

@@ -6,11 +6,11 @@ use poem::Request;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::types::Example;
-use poem_openapi::{Enum, Object, OpenApi};
+use poem_openapi::{Enum, Object, OpenApi, Union};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::body::{Fields, JsonBody, ReadBody};
+use super::body::{Fields, JsonBody, JsonObject, ReadBody};
 use super::pagination::page_request;
 use super::responses::{Created, Deleted, Listed};
 use super::rules::{endpoint, json_object, string_or_object, text, upper_case_one_of, uuid};
@@ -82,32 +82,44 @@ impl From<action::Model> for ActionOut {
     }
 }
 
+/// When an action runs: an expression or a structured condition, stored as given.
+#[derive(Union)]
+#[oai(rename = "Condition")]
+pub enum Condition {
+    /// An expression, for example `{{ inputs.enabled }}`.
+    Expression(String),
+    /// A structured condition.
+    Structured(JsonObject),
+}
+
 /// A new action.
 #[derive(Object)]
 #[oai(
     rename = "ActionIn",
     rename_all = "camelCase",
     deny_unknown_fields,
-    example
+    example,
+    skip_serializing_if_is_none
 )]
 pub struct ActionIn {
     /// A tool of the caller's organization (422 otherwise).
     pub tool_id: Uuid,
     /// At most 200 characters.
-    #[oai(validator(max_length = 200))]
+    #[oai(validator(max_length = 200, pattern = r"^[^\u0000]*$"))]
     #[oai(nullable)]
     pub name: Option<String>,
     /// `GET POST PUT PATCH DELETE HEAD OPTIONS`, in any letter case.
+    #[oai(validator(pattern = "^(?:[Gg][Ee][Tt]|[Pp][Oo][Ss][Tt]|[Pp][Uu][Tt]|[Pp][Aa][Tt][Cc][Hh]|[Dd][Ee][Ll][Ee][Tt][Ee]|[Hh][Ee][Aa][Dd]|[Oo][Pp][Tt][Ii][Oo][Nn][Ss])$"))]
     pub method: String,
     /// 1 to 2048 characters, starting with `/`.
-    #[oai(validator(min_length = 1, max_length = 2048))]
+    #[oai(validator(max_length = 2048, pattern = "^/"))]
     pub endpoint: String,
     /// A JSON object of at most 64 KiB (default `{}`): the action's input schema.
     #[oai(nullable)]
-    pub schema: Option<Value>,
+    pub schema: Option<JsonObject>,
     /// A condition, string or object, stored as given.
     #[oai(nullable)]
-    pub execute_if: Option<Value>,
+    pub execute_if: Option<Condition>,
 }
 
 impl Example for ActionIn {
@@ -117,9 +129,10 @@ impl Example for ActionIn {
             name: Some("Post a message".to_owned()),
             method: "POST".to_owned(),
             endpoint: "/chat.postMessage".to_owned(),
-            schema: Some(
-                json!({ "type": "object", "properties": { "text": { "type": "string" } } }),
-            ),
+            schema: Some(JsonObject::from([
+                ("type".to_owned(), json!("object")),
+                ("properties".to_owned(), json!({ "text": { "type": "string" } })),
+            ])),
             execute_if: None,
         }
     }
@@ -148,25 +161,27 @@ impl ReadBody for ActionIn {
     rename = "ActionUpdate",
     rename_all = "camelCase",
     deny_unknown_fields,
-    example
+    example,
+    skip_serializing_if_is_none
 )]
 pub struct ActionUpdate {
     /// A tool of the caller's organization (422 otherwise).
     pub tool_id: Option<Uuid>,
     /// At most 200 characters; null clears it.
-    #[oai(validator(max_length = 200))]
+    #[oai(validator(max_length = 200, pattern = r"^[^\u0000]*$"))]
     #[oai(nullable)]
     pub name: Option<String>,
     /// `GET POST PUT PATCH DELETE HEAD OPTIONS`, in any letter case.
+    #[oai(validator(pattern = "^(?:[Gg][Ee][Tt]|[Pp][Oo][Ss][Tt]|[Pp][Uu][Tt]|[Pp][Aa][Tt][Cc][Hh]|[Dd][Ee][Ll][Ee][Tt][Ee]|[Hh][Ee][Aa][Dd]|[Oo][Pp][Tt][Ii][Oo][Nn][Ss])$"))]
     pub method: Option<String>,
     /// 1 to 2048 characters, starting with `/`.
-    #[oai(validator(min_length = 1, max_length = 2048))]
+    #[oai(validator(max_length = 2048, pattern = "^/"))]
     pub endpoint: Option<String>,
     /// A JSON object of at most 64 KiB.
-    pub schema: Option<Value>,
+    pub schema: Option<JsonObject>,
     /// A condition, string or object; null clears it.
     #[oai(nullable)]
-    pub execute_if: Option<Value>,
+    pub execute_if: Option<Condition>,
 }
 
 impl Example for ActionUpdate {
@@ -177,7 +192,7 @@ impl Example for ActionUpdate {
             method: Some("put".to_owned()),
             endpoint: None,
             schema: None,
-            execute_if: Some(json!("{{ inputs.enabled }}")),
+            execute_if: Some(Condition::Expression("{{ inputs.enabled }}".to_owned())),
         }
     }
 }

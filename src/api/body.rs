@@ -6,6 +6,8 @@
 //! every failure, so a 400 lists all failing fields at once. Unknown and server-owned fields are
 //! errors, never silently dropped. `T` itself is the documented schema (a poem-openapi `Object`).
 
+use std::collections::BTreeMap;
+
 use poem::error::ReadBodyError;
 use poem::{Request, RequestBody, Result};
 use poem_openapi::registry::{MetaMediaType, MetaRequest, Registry};
@@ -19,6 +21,9 @@ use crate::startup::AppState;
 /// Fields that the server owns: a body that sets one is refused.
 const SERVER_OWNED_FIELDS: &[&str] =
     &["id", "orgId", "userId", "createdAt", "updatedAt", "version"];
+
+/// A JSON object field of a request body: documented as `type: object` with any members.
+pub type JsonObject = BTreeMap<String, Value>;
 
 /// A request body type: its schema documents the wire format, `read` checks it.
 pub trait ReadBody: Type {
@@ -54,6 +59,10 @@ impl Fields {
     ) -> Option<T> {
         match self.values.remove(name) {
             None | Some(Value::Null) => None,
+            Some(value) if holds_nul(&value) => {
+                self.errors.push(FieldError::new(name, NUL_MESSAGE));
+                None
+            }
             Some(value) => match rule(value) {
                 Ok(value) => Some(value),
                 Err(message) => {
@@ -138,6 +147,21 @@ impl Fields {
         } else {
             Err(ApiError::validation(self.errors))
         }
+    }
+}
+
+/// PostgreSQL stores neither a NUL in text nor `\u0000` in `jsonb`; the server refuses it on
+/// every backend alike, before anything is written.
+const NUL_MESSAGE: &str = "must not contain the character U+0000 (NUL), at any depth";
+
+fn holds_nul(value: &Value) -> bool {
+    match value {
+        Value::String(text) => text.contains('\0'),
+        Value::Array(items) => items.iter().any(holds_nul),
+        Value::Object(members) => members
+            .iter()
+            .any(|(key, member)| key.contains('\0') || holds_nul(member)),
+        Value::Null | Value::Bool(_) | Value::Number(_) => false,
     }
 }
 

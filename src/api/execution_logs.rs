@@ -10,7 +10,7 @@ use poem_openapi::{Enum, Object, OpenApi};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::body::{Fields, JsonBody, ReadBody};
+use super::body::{Fields, JsonBody, JsonObject, ReadBody};
 use super::pagination::page_request;
 use super::responses::{Created, Deleted, Listed};
 use super::rules::{any_json, enum_text, json_object, one_of, text, uuid};
@@ -96,22 +96,23 @@ impl From<execution_log::Model> for ExecutionLogOut {
     rename = "ExecutionLogIn",
     rename_all = "camelCase",
     deny_unknown_fields,
-    example
+    example,
+    skip_serializing_if_is_none
 )]
 pub struct ExecutionLogIn {
     /// A flow of the caller's organization (422 otherwise).
     pub flow_id: Uuid,
     /// At most 200 characters: groups the rows of one run.
-    #[oai(validator(max_length = 200))]
+    #[oai(validator(max_length = 200, pattern = r"^[^\u0000]*$"))]
     #[oai(nullable)]
     pub execution_id: Option<String>,
     /// 1 to 200 characters.
-    #[oai(validator(min_length = 1, max_length = 200))]
+    #[oai(validator(min_length = 1, max_length = 200, pattern = r"^[^\u0000]*$"))]
     pub step_id: String,
     /// Where the step stands.
     pub status: ExecutionStatus,
     /// A JSON object.
-    pub inputs: Value,
+    pub inputs: JsonObject,
     /// Any JSON.
     #[oai(nullable)]
     pub outputs: Option<Value>,
@@ -127,7 +128,7 @@ impl Example for ExecutionLogIn {
             execution_id: Some("run-2026-11-21-0001".to_owned()),
             step_id: "notify".to_owned(),
             status: ExecutionStatus::Completed,
-            inputs: json!({ "text": "Good morning" }),
+            inputs: JsonObject::from([("text".to_owned(), json!("Good morning"))]),
             outputs: Some(json!({ "ok": true })),
             error: None,
         }
@@ -156,22 +157,23 @@ impl ReadBody for ExecutionLogIn {
     rename = "ExecutionLogUpdate",
     rename_all = "camelCase",
     deny_unknown_fields,
-    example
+    example,
+    skip_serializing_if_is_none
 )]
 pub struct ExecutionLogUpdate {
     /// A flow of the caller's organization (422 otherwise).
     pub flow_id: Option<Uuid>,
     /// At most 200 characters; null clears it.
-    #[oai(validator(max_length = 200))]
+    #[oai(validator(max_length = 200, pattern = r"^[^\u0000]*$"))]
     #[oai(nullable)]
     pub execution_id: Option<String>,
     /// 1 to 200 characters.
-    #[oai(validator(min_length = 1, max_length = 200))]
+    #[oai(validator(min_length = 1, max_length = 200, pattern = r"^[^\u0000]*$"))]
     pub step_id: Option<String>,
     /// Where the step stands.
     pub status: Option<ExecutionStatus>,
     /// A JSON object.
-    pub inputs: Option<Value>,
+    pub inputs: Option<JsonObject>,
     /// Any JSON; null clears it.
     #[oai(nullable)]
     pub outputs: Option<Value>,

@@ -7,7 +7,7 @@ use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::types::Example;
 use poem_openapi::{Object, OpenApi};
-use serde_json::{json, Value};
+use serde_json::Value;
 use uuid::Uuid;
 
 use super::body::{Fields, JsonBody, ReadBody};
@@ -60,10 +60,29 @@ impl From<flow::Model> for FlowOut {
     }
 }
 
-fn example_steps() -> Vec<Value> {
+/// A step of a flow, as documented: an object with a non-empty `id` and `type`; other keys are
+/// kept as given. The server also refuses an `id` used by an earlier step of the same flow.
+#[derive(Object)]
+#[oai(rename = "StepIn")]
+pub struct StepIn {
+    /// Names the step; unique within the flow.
+    #[oai(validator(min_length = 1))]
+    pub id: String,
+    /// What the step does, for example `action`.
+    #[oai(rename = "type", validator(min_length = 1))]
+    pub kind: String,
+}
+
+fn example_steps() -> Vec<StepIn> {
     vec![
-        json!({ "id": "fetch", "type": "action", "actionId": "…" }),
-        json!({ "id": "notify", "type": "action", "inputs": { "text": "{{ fetch.outputs.title }}" } }),
+        StepIn {
+            id: "fetch".to_owned(),
+            kind: "action".to_owned(),
+        },
+        StepIn {
+            id: "notify".to_owned(),
+            kind: "action".to_owned(),
+        },
     ]
 }
 
@@ -73,17 +92,18 @@ fn example_steps() -> Vec<Value> {
     rename = "FlowIn",
     rename_all = "camelCase",
     deny_unknown_fields,
-    example
+    example,
+    skip_serializing_if_is_none
 )]
 pub struct FlowIn {
     /// At most 200 characters.
-    #[oai(validator(max_length = 200))]
+    #[oai(validator(max_length = 200, pattern = r"^[^\u0000]*$"))]
     #[oai(nullable)]
     pub name: Option<String>,
     /// At most 1000 step objects, each with a non-empty string `id` (unique in the flow) and a
     /// non-empty string `type`; other keys are kept as given.
     #[oai(validator(max_items = 1000))]
-    pub steps: Vec<Value>,
+    pub steps: Vec<StepIn>,
 }
 
 impl Example for FlowIn {
@@ -112,16 +132,17 @@ impl ReadBody for FlowIn {
     rename = "FlowUpdate",
     rename_all = "camelCase",
     deny_unknown_fields,
-    example
+    example,
+    skip_serializing_if_is_none
 )]
 pub struct FlowUpdate {
     /// At most 200 characters; null clears it.
-    #[oai(validator(max_length = 200))]
+    #[oai(validator(max_length = 200, pattern = r"^[^\u0000]*$"))]
     #[oai(nullable)]
     pub name: Option<String>,
     /// The new steps (same rules as on create).
     #[oai(validator(max_items = 1000))]
-    pub steps: Option<Vec<Value>>,
+    pub steps: Option<Vec<StepIn>>,
     /// A precondition: the version this update was made from. When it is not the stored
     /// version the update is refused with 409 and nothing changes.
     #[oai(validator(minimum(value = "1")))]

@@ -94,7 +94,23 @@ pub fn openapi_value() -> Value {
         }
     }
     refuse_unknown_request_fields(&mut document);
+    untyped_unions(&mut document);
     document
+}
+
+/// Removes the `type: object` that poem-openapi writes beside the `anyOf` of every `Union`:
+/// it would refuse the union's non-object variants (a [`actions::Condition`] expression).
+fn untyped_unions(document: &mut Value) {
+    let schemas = document
+        .pointer_mut("/components/schemas")
+        .and_then(Value::as_object_mut);
+    for schema in schemas.into_iter().flat_map(|s| s.values_mut()) {
+        if let Some(schema) = schema.as_object_mut() {
+            if schema.contains_key("anyOf") {
+                schema.remove("type");
+            }
+        }
+    }
 }
 
 /// Marks every request body schema `additionalProperties: false`: the server answers 400 to

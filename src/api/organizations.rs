@@ -50,11 +50,12 @@ impl From<organization::Model> for OrganizationOut {
     rename = "OrganizationIn",
     rename_all = "camelCase",
     deny_unknown_fields,
-    example
+    example,
+    skip_serializing_if_is_none
 )]
 pub struct OrganizationIn {
     /// 1 to 200 characters, trimmed of surrounding white space.
-    #[oai(validator(min_length = 1, max_length = 200))]
+    #[oai(validator(min_length = 1, max_length = 200, pattern = r"^[^\u0000]*$"))]
     pub name: String,
 }
 
@@ -82,11 +83,12 @@ impl ReadBody for OrganizationIn {
     rename = "OrganizationUpdate",
     rename_all = "camelCase",
     deny_unknown_fields,
-    example
+    example,
+    skip_serializing_if_is_none
 )]
 pub struct OrganizationUpdate {
     /// 1 to 200 characters, trimmed of surrounding white space.
-    #[oai(validator(min_length = 1, max_length = 200))]
+    #[oai(validator(min_length = 1, max_length = 200, pattern = r"^[^\u0000]*$"))]
     pub name: Option<String>,
 }
 

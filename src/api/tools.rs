@@ -71,14 +71,15 @@ impl From<tool::Model> for ToolOut {
     rename = "ToolIn",
     rename_all = "camelCase",
     deny_unknown_fields,
-    example
+    example,
+    skip_serializing_if_is_none
 )]
 pub struct ToolIn {
     /// 1 to 200 characters, unique in the organization.
-    #[oai(validator(min_length = 1, max_length = 200))]
+    #[oai(validator(min_length = 1, max_length = 200, pattern = r"^[^\u0000]*$"))]
     pub name: String,
     /// An absolute http or https URL (localhost and IP addresses allowed), at most 2048 characters.
-    #[oai(validator(max_length = 2048))]
+    #[oai(validator(max_length = 2048, pattern = r"^https?://(?:(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])(?:\.(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])){3}|(?:[A-Za-z0-9-]+\.)*[A-Za-z][A-Za-z0-9-]*)(?::(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4}))?(?:[/?#][!-~]*)?$"))]
     pub base_url: String,
     /// How the tool authenticates.
     pub auth_type: AuthType,
@@ -112,14 +113,15 @@ impl ReadBody for ToolIn {
     rename = "ToolUpdate",
     rename_all = "camelCase",
     deny_unknown_fields,
-    example
+    example,
+    skip_serializing_if_is_none
 )]
 pub struct ToolUpdate {
     /// 1 to 200 characters, unique in the organization.
-    #[oai(validator(min_length = 1, max_length = 200))]
+    #[oai(validator(min_length = 1, max_length = 200, pattern = r"^[^\u0000]*$"))]
     pub name: Option<String>,
     /// An absolute http or https URL, at most 2048 characters.
-    #[oai(validator(max_length = 2048))]
+    #[oai(validator(max_length = 2048, pattern = r"^https?://(?:(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])(?:\.(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])){3}|(?:[A-Za-z0-9-]+\.)*[A-Za-z][A-Za-z0-9-]*)(?::(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4}))?(?:[/?#][!-~]*)?$"))]
     pub base_url: Option<String>,
     /// How the tool authenticates.
     pub auth_type: Option<AuthType>,

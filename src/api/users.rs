@@ -58,14 +58,15 @@ impl From<user::Model> for UserOut {
     rename = "UserIn",
     rename_all = "camelCase",
     deny_unknown_fields,
-    example
+    example,
+    skip_serializing_if_is_none
 )]
 pub struct UserIn {
     /// A valid address of at most 254 characters, unique in the organization regardless of letter case.
-    #[oai(validator(max_length = 254))]
+    #[oai(validator(max_length = 254, pattern = r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"))]
     pub email: String,
     /// At most 200 characters.
-    #[oai(validator(max_length = 200))]
+    #[oai(validator(max_length = 200, pattern = r"^[^\u0000]*$"))]
     #[oai(nullable)]
     pub name: Option<String>,
 }
@@ -96,14 +97,15 @@ impl ReadBody for UserIn {
     rename = "UserUpdate",
     rename_all = "camelCase",
     deny_unknown_fields,
-    example
+    example,
+    skip_serializing_if_is_none
 )]
 pub struct UserUpdate {
     /// A valid address of at most 254 characters.
-    #[oai(validator(max_length = 254))]
+    #[oai(validator(max_length = 254, pattern = r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"))]
     pub email: Option<String>,
     /// At most 200 characters; null clears it.
-    #[oai(validator(max_length = 200))]
+    #[oai(validator(max_length = 200, pattern = r"^[^\u0000]*$"))]
     #[oai(nullable)]
     pub name: Option<String>,
 }

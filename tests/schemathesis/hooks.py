@@ -1,0 +1,50 @@
+"""What the OpenAPI document cannot state, told to schemathesis.
+
+Two rules of the server reach inside JSON values, where OpenAPI 3.0 schemas cannot follow:
+
+- A flow's step ids are unique within the flow. JSON Schema can say that whole array items are
+  unique, not that one key of them is.
+- No string or key inside a JSON field (`schema`, `executeIf`, `steps`, `inputs`, `outputs`,
+  `error`) contains U+0000, which PostgreSQL cannot store. Top-level text fields say so with a
+  pattern; OpenAPI 3.0 has no `propertyNames` for the keys of arbitrary JSON.
+
+Before a body is sent, a repeated step id gets a suffix and a NUL inside a JSON field becomes
+`?`. Neither changes whether the body is valid by the document, so a schema-valid body stays
+valid for the server too and a schema-violating body keeps its violation. The Rust suite holds
+both refusals (tests/api/resources.rs).
+"""
+
+import schemathesis
+
+JSON_FIELDS = ("schema", "executeIf", "steps", "inputs", "outputs", "error")
+
+
+def _without_nul(value):
+    if isinstance(value, str):
+        return value.replace("\x00", "?")
+    if isinstance(value, list):
+        return [_without_nul(item) for item in value]
+    if isinstance(value, dict):
+        return {_without_nul(key): _without_nul(member) for key, member in value.items()}
+    return value
+
+
+def _unique_step_ids(steps):
+    seen = set()
+    for index, step in enumerate(steps):
+        if isinstance(step, dict) and isinstance(step.get("id"), str):
+            if step["id"] in seen:
+                step["id"] = f"{step['id']}-{index}"
+            seen.add(step["id"])
+
+
+@schemathesis.hook
+def before_call(ctx, case, **kwargs):
+    body = case.body
+    if not isinstance(body, dict):
+        return
+    for field in JSON_FIELDS:
+        if field in body:
+            body[field] = _without_nul(body[field])
+    if isinstance(body.get("steps"), list):
+        _unique_step_ids(body["steps"])
