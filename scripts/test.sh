@@ -13,6 +13,8 @@
 #   - A local AWS Secrets Manager (`moto_server`, PyPI `moto[server]`): TEST_AWS_ENDPOINT_URL.
 # Before the suite, Swagger UI is driven in Debian's headless Chromium (tests/browser, npm
 # playwright-core); its screenshot goes to SCREENSHOT_DIR (default /tmp), outside the repository.
+# Then the served document goes through openapi-spec-validator, and schemathesis tests the API
+# against it on SQLite and on PostgreSQL (tests/schemathesis; PyPI, as .ci/run installs them).
 # Arguments are passed to `cargo nextest run` (e.g. a test name filter).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -174,6 +176,7 @@ check_api_with_schemathesis() {
   st --config-file tests/schemathesis/schemathesis.toml run "$SERVER_URL/openapi.json" $tenant \
     --no-color --output-truncate=false >"$SCHEMATHESIS_DIR/$backend.log" 2>&1 ||
     { cat "$SCHEMATHESIS_DIR/$backend.log"; log "schemathesis found failures on $backend"; exit 1; }
+  grep -A1 -E '^ *(✅|❌|⏭) +(Examples|Coverage|Fuzzing|Stateful) ' "$SCHEMATHESIS_DIR/$backend.log" | grep -v '^--' >&2
   grep -E 'generated|=====' "$SCHEMATHESIS_DIR/$backend.log" | tail -n 2 >&2
 }
 SCHEMATHESIS_DIR=$(mktemp -d /tmp/tolstoy-schemathesis.XXXXXX)

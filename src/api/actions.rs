@@ -109,7 +109,9 @@ pub struct ActionIn {
     #[oai(nullable)]
     pub name: Option<String>,
     /// `GET POST PUT PATCH DELETE HEAD OPTIONS`, in any letter case.
-    #[oai(validator(pattern = "^(?:[Gg][Ee][Tt]|[Pp][Oo][Ss][Tt]|[Pp][Uu][Tt]|[Pp][Aa][Tt][Cc][Hh]|[Dd][Ee][Ll][Ee][Tt][Ee]|[Hh][Ee][Aa][Dd]|[Oo][Pp][Tt][Ii][Oo][Nn][Ss])$"))]
+    #[oai(validator(
+        pattern = "^(?:[Gg][Ee][Tt]|[Pp][Oo][Ss][Tt]|[Pp][Uu][Tt]|[Pp][Aa][Tt][Cc][Hh]|[Dd][Ee][Ll][Ee][Tt][Ee]|[Hh][Ee][Aa][Dd]|[Oo][Pp][Tt][Ii][Oo][Nn][Ss])$"
+    ))]
     pub method: String,
     /// 1 to 2048 characters, starting with `/`.
     #[oai(validator(max_length = 2048, pattern = "^/"))]
@@ -131,7 +133,10 @@ impl Example for ActionIn {
             endpoint: "/chat.postMessage".to_owned(),
             schema: Some(JsonObject::from([
                 ("type".to_owned(), json!("object")),
-                ("properties".to_owned(), json!({ "text": { "type": "string" } })),
+                (
+                    "properties".to_owned(),
+                    json!({ "text": { "type": "string" } }),
+                ),
             ])),
             execute_if: None,
         }
@@ -172,7 +177,9 @@ pub struct ActionUpdate {
     #[oai(nullable)]
     pub name: Option<String>,
     /// `GET POST PUT PATCH DELETE HEAD OPTIONS`, in any letter case.
-    #[oai(validator(pattern = "^(?:[Gg][Ee][Tt]|[Pp][Oo][Ss][Tt]|[Pp][Uu][Tt]|[Pp][Aa][Tt][Cc][Hh]|[Dd][Ee][Ll][Ee][Tt][Ee]|[Hh][Ee][Aa][Dd]|[Oo][Pp][Tt][Ii][Oo][Nn][Ss])$"))]
+    #[oai(validator(
+        pattern = "^(?:[Gg][Ee][Tt]|[Pp][Oo][Ss][Tt]|[Pp][Uu][Tt]|[Pp][Aa][Tt][Cc][Hh]|[Dd][Ee][Ll][Ee][Tt][Ee]|[Hh][Ee][Aa][Dd]|[Oo][Pp][Tt][Ii][Oo][Nn][Ss])$"
+    ))]
     pub method: Option<String>,
     /// 1 to 2048 characters, starting with `/`.
     #[oai(validator(max_length = 2048, pattern = "^/"))]

@@ -95,7 +95,78 @@ pub fn openapi_value() -> Value {
     }
     refuse_unknown_request_fields(&mut document);
     untyped_unions(&mut document);
+    link_created_rows(&mut document);
+    give_parameters_examples(&mut document);
     document
+}
+
+/// OpenAPI links from each `POST /things` 201 to the operations on `/things/{id}`, with the
+/// new row's `id`: the create → get → update → delete chain that clients (and schemathesis'
+/// stateful phase) can follow.
+fn link_created_rows(document: &mut Value) {
+    let Some(paths) = document.get_mut("paths").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let chains: Vec<(String, Vec<String>)> = paths
+        .iter()
+        .filter(|(_, operations)| operations.get("post").is_some())
+        .filter_map(|(collection, _)| {
+            let item = paths.get(&format!("{collection}/{{id}}"))?.as_object()?;
+            let targets = ["get", "put", "delete"]
+                .iter()
+                .filter_map(|method| item.get(*method)?.get("operationId")?.as_str())
+                .map(str::to_owned)
+                .collect();
+            Some((collection.clone(), targets))
+        })
+        .collect();
+    for (collection, targets) in chains {
+        let links: Map<String, Value> = targets
+            .into_iter()
+            .map(|operation_id| {
+                let link = serde_json::json!({
+                    "operationId": operation_id,
+                    "parameters": { "id": "$response.body#/id" },
+                    "description": "The row just created.",
+                });
+                (operation_id, link)
+            })
+            .collect();
+        if let Some(created) = paths
+            .get_mut(&collection)
+            .and_then(|operations| operations.pointer_mut("/post/responses/201"))
+            .and_then(Value::as_object_mut)
+        {
+            created.insert("links".to_owned(), Value::Object(links));
+        }
+    }
+}
+
+/// An example for every path parameter and for `limit` and `cascade`, by name. Filters and
+/// the cursor get none: Swagger UI's "Try it out" fills examples in, and a sample filter would
+/// quietly narrow the list it shows.
+fn give_parameters_examples(document: &mut Value) {
+    let parameters = document
+        .get_mut("paths")
+        .and_then(Value::as_object_mut)
+        .into_iter()
+        .flat_map(|paths| paths.values_mut())
+        .filter_map(Value::as_object_mut)
+        .flat_map(|operations| operations.values_mut())
+        .filter_map(|operation| operation.get_mut("parameters"))
+        .filter_map(Value::as_array_mut)
+        .flatten();
+    for parameter in parameters {
+        let example = match parameter["name"].as_str() {
+            Some("id") => Value::from("01a1fdac-9f64-757d-a0d9-edbeaf1f2859"),
+            Some("limit") => Value::from(50),
+            Some("cascade") => Value::from(false),
+            _ => continue,
+        };
+        if let Some(parameter) = parameter.as_object_mut() {
+            parameter.insert("example".to_owned(), example);
+        }
+    }
 }
 
 /// Removes the `type: object` that poem-openapi writes beside the `anyOf` of every `Union`:

@@ -63,7 +63,10 @@ impl From<user::Model> for UserOut {
 )]
 pub struct UserIn {
     /// A valid address of at most 254 characters, unique in the organization regardless of letter case.
-    #[oai(validator(max_length = 254, pattern = r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"))]
+    #[oai(validator(
+        max_length = 254,
+        pattern = r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+    ))]
     pub email: String,
     /// At most 200 characters.
     #[oai(validator(max_length = 200, pattern = r"^[^\u0000]*$"))]
@@ -102,7 +105,10 @@ impl ReadBody for UserIn {
 )]
 pub struct UserUpdate {
     /// A valid address of at most 254 characters.
-    #[oai(validator(max_length = 254, pattern = r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"))]
+    #[oai(validator(
+        max_length = 254,
+        pattern = r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+    ))]
     pub email: Option<String>,
     /// At most 200 characters; null clears it.
     #[oai(validator(max_length = 200, pattern = r"^[^\u0000]*$"))]

@@ -68,6 +68,162 @@ fn required(schema: &serde_json::Value) -> Vec<String> {
 // Findings of schemathesis: the document must describe exactly what the server sends and takes.
 
 #[test]
+fn every_operation_has_a_summary_a_tag_an_id_problem_errors_and_examples_of_body_and_path() {
+    let document = committed_document();
+    let schemas = schemas();
+    let operations = document["paths"]
+        .as_object()
+        .expect("paths")
+        .iter()
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .expect("path item")
+                .iter()
+                .map(move |(method, op)| (format!("{method} {path}"), op))
+        });
+    let mut operation_ids = std::collections::HashSet::new();
+    for (name, operation) in operations {
+        assert!(
+            operation["summary"].as_str().is_some_and(|s| !s.is_empty()),
+            "{name}: summary"
+        );
+        assert_eq!(
+            operation["tags"].as_array().map(Vec::len),
+            Some(1),
+            "{name}: one tag"
+        );
+        let id = operation["operationId"].as_str().expect("operationId");
+        assert!(
+            id.chars().all(|c| c.is_ascii_alphanumeric())
+                && id.starts_with(|c: char| c.is_ascii_lowercase()),
+            "{name}: {id}"
+        );
+        assert!(
+            operation_ids.insert(id.to_owned()),
+            "{name}: {id} is unique"
+        );
+        for (status, response) in operation["responses"].as_object().expect("responses") {
+            if status.starts_with('4') || status.starts_with('5') {
+                assert_eq!(
+                    response["content"]["application/problem+json"]["schema"]["$ref"],
+                    "#/components/schemas/Problem",
+                    "{name} {status}"
+                );
+            }
+        }
+        for parameter in operation["parameters"].as_array().into_iter().flatten() {
+            assert!(
+                parameter["in"] != "path" || !parameter["example"].is_null(),
+                "{name}: example of {}",
+                parameter["name"]
+            );
+        }
+        if let Some(schema) = operation
+            .pointer("/requestBody/content/application~1json/schema/$ref")
+            .and_then(|r| r.as_str())
+        {
+            let schema = &schemas[schema.trim_start_matches("#/components/schemas/")];
+            assert!(schema["example"].is_object(), "{name}: request example");
+            assert!(
+                schema["example"]
+                    .as_object()
+                    .expect("object")
+                    .values()
+                    .all(|v| !v.is_null()),
+                "{name}: absent fields are left out of the example, not null"
+            );
+        }
+    }
+    assert_eq!(operation_ids.len(), 32);
+}
+
+#[test]
+fn field_patterns_in_the_document_are_the_ones_the_server_checks() {
+    use tolstoy::api::rules::{EMAIL_PATTERN, HTTP_URL_PATTERN};
+    let schemas = schemas();
+    for (schema, field, pattern) in [
+        ("UserIn", "email", EMAIL_PATTERN),
+        ("UserUpdate", "email", EMAIL_PATTERN),
+        ("ToolIn", "baseUrl", HTTP_URL_PATTERN),
+        ("ToolUpdate", "baseUrl", HTTP_URL_PATTERN),
+    ] {
+        assert_eq!(
+            schemas[schema]["properties"][field]["pattern"], pattern,
+            "{schema}.{field}"
+        );
+    }
+    for schema in ["ActionIn", "ActionUpdate"] {
+        assert_eq!(schemas[schema]["properties"]["endpoint"]["pattern"], "^/");
+        assert!(schemas[schema]["properties"]["method"]["pattern"]
+            .as_str()
+            .is_some_and(|p| p.contains("[Dd][Ee][Ll][Ee][Tt][Ee]")));
+    }
+}
+
+#[test]
+fn json_fields_are_declared_with_the_shape_the_server_takes() {
+    let schemas = schemas();
+    for (schema, field) in [
+        ("ActionIn", "schema"),
+        ("ActionUpdate", "schema"),
+        ("ExecutionLogIn", "inputs"),
+        ("ExecutionLogUpdate", "inputs"),
+    ] {
+        assert_eq!(
+            schemas[schema]["properties"][field]["type"], "object",
+            "{schema}.{field}"
+        );
+    }
+    assert_eq!(required(&schemas["StepIn"]), ["id", "type"]);
+    assert_eq!(
+        schemas["FlowIn"]["properties"]["steps"]["items"]["$ref"],
+        "#/components/schemas/StepIn"
+    );
+    let condition = &schemas["Condition"];
+    assert!(
+        condition.get("type").is_none(),
+        "a string must pass too: {condition}"
+    );
+    let variants: Vec<_> = condition["anyOf"]
+        .as_array()
+        .expect("anyOf")
+        .iter()
+        .map(|v| v["type"].clone())
+        .collect();
+    assert_eq!(variants, ["string", "object"]);
+}
+
+#[test]
+fn each_create_links_to_get_update_and_delete_of_the_new_row() {
+    let document = committed_document();
+    for (collection, resource) in [
+        ("/organizations", "Organization"),
+        ("/users", "User"),
+        ("/tools", "Tool"),
+        ("/actions", "Action"),
+        ("/flows", "Flow"),
+        ("/execution-logs", "ExecutionLog"),
+    ] {
+        let links = &document["paths"][collection]["post"]["responses"]["201"]["links"];
+        for operation in [
+            format!("get{resource}"),
+            format!("update{resource}"),
+            format!("delete{resource}"),
+        ] {
+            assert_eq!(
+                links[&operation]["operationId"],
+                operation.as_str(),
+                "{collection}"
+            );
+            assert_eq!(
+                links[&operation]["parameters"]["id"], "$response.body#/id",
+                "{collection}"
+            );
+        }
+    }
+}
+
+#[test]
 fn every_optional_response_field_is_nullable_because_the_server_sends_null() {
     let schemas = schemas();
     for name in RESOURCES {

@@ -39,7 +39,9 @@ on_both_backends! {
         let location = created.header("location").expect("location").to_owned();
         assert_eq!(app.get_as(&caller, &location).await.body, created.body);
         app.post_as(&caller, "/users", &json!({ "email": "ada@example.com" })).await.assert_problem(409);
-        assert_eq!(failing_fields(&app, &caller, "/users", json!({ "email": "not-an-address" })).await, ["email"]);
+        for address in ["not-an-address", "a@[127.0.0.1]", "a@-x.com", "a b@example.com", "a@example..com"] {
+            assert_eq!(failing_fields(&app, &caller, "/users", json!({ "email": address })).await, ["email"], "{address}");
+        }
         let long = format!("{}@example.com", "a".repeat(250));
         assert_eq!(failing_fields(&app, &caller, "/users", json!({ "email": long, "name": "n".repeat(201) })).await, ["email", "name"]);
         assert_eq!(failing_fields(&app, &caller, "/users", json!({ "name": "x", "orgId": caller.org_id })).await, ["email", "orgId"]);
@@ -66,7 +68,8 @@ on_both_backends! {
             assert_eq!(reply.status, 201, "{url}: {}", reply.text);
             assert_eq!(reply.body["baseUrl"], url, "kept exactly as sent");
         }
-        for url in ["ftp://example.com", "/relative", "example.com", "http://"] {
+        for url in ["ftp://example.com", "/relative", "example.com", "http://", "https://user:secret@example.com",
+                    "http://[::1]/", "https://example.com:65536", "http://1.2.3", "https://a b.com", "HTTP://example.com"] {
             let fields = failing_fields(&app, &caller, "/tools", json!({ "name": "X", "baseUrl": url, "authType": "none" })).await;
             assert_eq!(fields, ["baseUrl"], "{url}");
         }
@@ -212,5 +215,18 @@ on_both_backends! {
         assert!(fetched.text.contains("123456789012345678901234567890"), "large integer kept digit for digit: {}", fetched.text);
         assert_eq!(fetched.body["outputs"], json!([1, "two", { "3": [] }]));
         assert_eq!(fetched.body["error"], "text");
+    }
+
+    async fn a_nul_character_is_refused_in_text_and_at_any_depth_of_json_and_nothing_is_written(app) {
+        let caller = app.new_tenant("acme").await;
+        assert_eq!(failing_fields(&app, &caller, "/tools", json!({ "name": "Sl\u{0}ck", "baseUrl": "https://x.io", "authType": "none" })).await, ["name"]);
+        let flow_body = json!({ "name": "F", "steps": [{ "id": "a", "type": "t", "with": { "text": "a\u{0}b" } }] });
+        assert_eq!(failing_fields(&app, &caller, "/flows", flow_body).await, ["steps"]);
+        let flow_id = flow(&app, &caller).await;
+        let log = json!({ "flowId": flow_id, "stepId": "s", "status": "failed", "inputs": { "k\u{0}": 1 }, "error": ["\u{0}"] });
+        assert_eq!(failing_fields(&app, &caller, "/execution-logs", log).await, ["error", "inputs"]);
+        for path in ["/tools", "/execution-logs"] {
+            assert_eq!(app.get_as(&caller, path).await.body, json!([]), "{path}: nothing written");
+        }
     }
 }
