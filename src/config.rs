@@ -111,6 +111,10 @@ pub struct PoolSettings {
     /// off behind a transaction-mode pooler without prepared-statement support (PgBouncer
     /// before 1.21); see `db::Pool`.
     pub statement_cache: bool,
+    /// `DB_TEST_BEFORE_ACQUIRE`: check each connection with a round trip as it leaves the
+    /// pool (off by default: it doubles the round trips of a request; a connection that died
+    /// while idle fails its statement instead, is dropped, and that request gets a 503).
+    pub test_before_acquire: bool,
 }
 
 /// Where the database URLs come from when AWS Secrets Manager is used.
@@ -191,6 +195,7 @@ impl Settings {
             idle_timeout: parse_seconds(&get, "DB_IDLE_TIMEOUT_SECS", 300)?,
             statement_timeout: parse_seconds(&get, "DB_STATEMENT_TIMEOUT_SECS", 15)?,
             statement_cache: parse_bool(&get, "DB_STATEMENT_CACHE", true)?,
+            test_before_acquire: parse_bool(&get, "DB_TEST_BEFORE_ACQUIRE", false)?,
         };
         if pool.min_connections > pool.max_connections {
             return Err(ConfigError::new(

@@ -50,6 +50,7 @@ impl Pool {
             .connect_timeout(settings.acquire_timeout)
             .acquire_timeout(settings.acquire_timeout)
             .idle_timeout(settings.idle_timeout)
+            .test_before_acquire(settings.test_before_acquire)
             .sqlx_logging(false);
         let connection = Database::connect(options).await?;
         let unnamed_in_transaction =

@@ -21,7 +21,7 @@ pub struct NewFlow {
 }
 
 /// A validated partial update. `expected_version`, when given, is a precondition.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct FlowChanges {
     pub name: Option<Option<String>>,
     pub steps: Option<Value>,
@@ -64,7 +64,34 @@ pub async fn list(
 /// Applies `changes`. A change to `name` or `steps` adds 1 to the version, in the same UPDATE
 /// that checks the version it was computed from: of concurrent updates from one version, one
 /// wins and the others get a conflict, so none is silently lost.
+/// How often an update without a precondition reads the flow again after a concurrent update
+/// changed it between the read and the write.
+const ATTEMPTS_WITHOUT_PRECONDITION: usize = 8;
+
+/// Applies `changes`. With `expected_version`, a concurrent update in between is a 409. Without
+/// it the caller asked for no precondition, so losing that race is not the caller's conflict:
+/// the flow is read again and the change applied to what is there now.
 pub async fn update(
+    db: &Pool,
+    org_id: Uuid,
+    id: Uuid,
+    changes: FlowChanges,
+) -> Result<flow::Model, ServiceError> {
+    if changes.expected_version.is_some() {
+        return update_once(db, org_id, id, changes).await;
+    }
+    for _ in 1..ATTEMPTS_WITHOUT_PRECONDITION {
+        match update_once(db, org_id, id, changes.clone()).await {
+            Err(ServiceError::Conflict(_)) => continue,
+            done => return done,
+        }
+    }
+    update_once(db, org_id, id, changes).await
+}
+
+/// One read-compare-write: the version only grows when something changes, and the write only
+/// lands on the version that was read.
+async fn update_once(
     db: &Pool,
     org_id: Uuid,
     id: Uuid,

@@ -50,6 +50,23 @@ on_both_backends! {
         assert_eq!(stored.body["version"], 2, "exactly one update landed");
     }
 
+    async fn ten_parallel_flow_updates_without_a_version_all_land_and_each_counts(app) {
+        let caller = app.new_tenant("acme").await;
+        let flow = app.create_as(&caller, "/flows", &json!({ "steps": [] })).await;
+        let app = Arc::new(app);
+        let mut requests = JoinSet::new();
+        for n in 0..10 {
+            let (app, caller, path) = (app.clone(), caller.clone(), format!("/flows/{flow}"));
+            requests.spawn(async move {
+                let body = json!({ "name": format!("writer {n}") });
+                app.put_as(&caller, &path, &body).await.status
+            });
+        }
+        assert_eq!(requests.join_all().await, [200; 10], "no precondition, so no conflict");
+        let stored = app.get_as(&caller, &format!("/flows/{flow}")).await;
+        assert_eq!(stored.body["version"], 11, "each of the ten changes counted once");
+    }
+
     async fn a_walk_over_execution_logs_sees_each_row_once_newest_first_while_rows_are_inserted(app) {
         let caller = app.new_tenant("acme").await;
         let flow = app.create_as(&caller, "/flows", &json!({ "steps": [] })).await;

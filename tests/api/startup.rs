@@ -83,6 +83,10 @@ fn settings_default_to_sqlite_in_development_and_redact_urls() {
     assert_eq!(settings.pool.statement_timeout, Duration::from_secs(15));
     assert!(settings.pool.statement_cache);
     assert!(
+        !settings.pool.test_before_acquire,
+        "no ping round trip per statement"
+    );
+    assert!(
         settings.aws_secrets.is_none(),
         "no Secrets Manager in development"
     );

@@ -1,0 +1,350 @@
+"""The benchmark behind docs/benchmarks.md; run it through bench/run.sh.
+
+It starts the release binary on a fresh PostgreSQL database, seeds it through the API, drives
+each scenario with wrk, measures the SQL the server sends (from PostgreSQL's statement log) and
+runs that SQL with pgbench at the same client count, then measures the execution-log list at 10
+thousand and at 1 million rows. It prints Markdown tables.
+"""
+
+import http.client
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
+
+BINARY = os.environ["BENCH_BINARY"]
+SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
+ADMIN_URL = os.environ["TEST_DATABASE_URL"]
+POSTGRES_LOG = os.environ["TEST_POSTGRES_LOG"]
+LUA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "wrk")
+CONNECTIONS = 16  # wrk connections = pgbench clients = the server's pool size
+THREADS = 2  # the machine's cores
+ORGS, USERS, TOOLS, FLOWS, LOGS = 10, 10, 100, 20, 1000
+
+
+def say(text):
+    print(f"bench: {text}", file=sys.stderr, flush=True)
+
+
+def database_url(name):
+    return urllib.parse.urlparse(ADMIN_URL)._replace(path=f"/{name}").geturl()
+
+
+def psql(url, sql):
+    out = subprocess.run(["psql", "-qAtX", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql],
+                         check=True, capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+class Server:
+    """The release binary on `url`, with the pool as large as the load's connection count."""
+
+    def __init__(self, url, **env):
+        self.port = free_port()
+        environment = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DIRECT_URL")}
+        environment.update(DATABASE_URL=url, PORT=str(self.port), RUST_LOG="warn",
+                           DB_MAX_CONNECTIONS=str(CONNECTIONS), **env)
+        self.process = subprocess.Popen([BINARY, "serve", "--migrate"], env=environment,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.base = f"http://127.0.0.1:{self.port}"
+        for _ in range(200):
+            try:
+                Client(self).call("GET", "/health")
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("the server did not start")
+
+    def memory(self, field):
+        """VmRSS (now) or VmHWM (peak since the last reset) in MiB."""
+        with open(f"/proc/{self.process.pid}/status") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024
+        raise RuntimeError(field)
+
+    def reset_peak(self):
+        with open(f"/proc/{self.process.pid}/clear_refs", "w") as refs:
+            refs.write("5")
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait(30)
+
+
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Client:
+    """One keep-alive connection to the server."""
+
+    def __init__(self, server, org=None, user=None):
+        self.connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        self.headers = {"Content-Type": "application/json"}
+        if org:
+            self.headers.update({"X-Org-ID": org, "X-User-ID": user})
+
+    def call(self, method, path, body=None, expect=(200, 201, 204)):
+        self.connection.request(method, path, body=json.dumps(body) if body is not None else None,
+                                headers=self.headers)
+        response = self.connection.getresponse()
+        data = response.read()
+        if response.status not in expect:
+            raise RuntimeError(f"{method} {path}: {response.status} {data[:300]!r}")
+        return json.loads(data) if data else None
+
+
+def seed_organization(server, index):
+    """One organization as the issue describes it, made through the API."""
+    anyone = Client(server)
+    org = anyone.call("POST", "/organizations", {"name": f"Org {index}"})["id"]
+    first = Client(server, org, "00000000-0000-0000-0000-000000000000")
+    user = first.call("POST", "/users", {"email": f"owner@org{index}.example"})["id"]
+    api = Client(server, org, user)
+    users = [user] + [api.call("POST", "/users", {"email": f"u{n}@org{index}.example"})["id"]
+                      for n in range(1, USERS)]
+    tools = []
+    for n in range(TOOLS):
+        tool = api.call("POST", "/tools", {"name": f"Tool {n}", "baseUrl": f"https://api{n}.example.com/v1",
+                                           "authType": "bearer"})["id"]
+        api.call("POST", "/actions", {"toolId": tool, "name": "Call", "method": "POST",
+                                      "endpoint": "/call", "schema": {"type": "object"}})
+        tools.append(tool)
+    steps = [{"id": "fetch", "type": "action"}, {"id": "notify", "type": "action"}]
+    flows = [api.call("POST", "/flows", {"name": f"Flow {n}", "steps": steps})["id"] for n in range(FLOWS)]
+    for n in range(LOGS):
+        logger = Client(server, org, users[n % USERS]) if n < USERS else api
+        logger.call("POST", "/execution-logs", {
+            "flowId": flows[n % FLOWS], "executionId": f"run-{n // 4}", "stepId": steps[n % 2]["id"],
+            "status": "completed", "inputs": {"n": n}, "outputs": {"ok": True}})
+    return {"org": org, "user": user, "tools": tools, "flows": flows}
+
+
+def seed(server):
+    started = time.monotonic()
+    with ThreadPoolExecutor(THREADS) as pool:
+        organizations = list(pool.map(lambda i: seed_organization(server, i), range(ORGS)))
+    requests = ORGS * (1 + USERS + 2 * TOOLS + FLOWS + LOGS)
+    say(f"seeded {requests} rows through the API in {time.monotonic() - started:.1f} s")
+    return organizations
+
+
+def wrk(server, script, tenant, seconds=SECONDS, connections=CONNECTIONS, threads=THREADS, **env):
+    environment = dict(os.environ, BENCH_LUA_DIR=LUA_DIR, BENCH_ORG=tenant["org"],
+                       BENCH_USER=tenant["user"], **env)
+    out = subprocess.run(["wrk", "--latency", "-t", str(threads), "-c", str(connections),
+                          "-d", f"{seconds}s", "-s", os.path.join(LUA_DIR, script), server.base],
+                         check=True, capture_output=True, text=True, env=environment).stdout
+    def number(pattern, default="0"):
+        found = re.search(pattern, out)
+        return found.group(1) if found else default
+    def millis(text):
+        value, unit = re.match(r"([\d.]+)(us|ms|s)", text).groups()
+        return float(value) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
+    errors = int(number(r"Non-2xx or 3xx responses: (\d+)"))
+    errors += sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
+    for failure in re.findall(r"first failure: (.*)", out):
+        say(f"{script}: {failure}")
+    return {"rps": float(number(r"Requests/sec:\s+([\d.]+)")),
+            "p50": millis(number(r"50%\s+(\S+)")), "p99": millis(number(r"99%\s+(\S+)")),
+            "requests": int(number(r"(\d+) requests in")), "errors": errors}
+
+
+def statements_of(server, tenant, method, path, body, count=50):
+    """What the server sends to PostgreSQL for `count` such requests, from its statement log:
+    statements per request, and those of the last request with their parameters."""
+    client = Client(server, tenant["org"], tenant["user"])
+    client.call(method, path, body(0) if body else None)  # prepared statements are cached now
+    psql(ADMIN_URL, "ALTER SYSTEM SET log_statement = 'all'")
+    psql(ADMIN_URL, "SELECT pg_reload_conf()")
+    time.sleep(0.3)
+    start = os.path.getsize(POSTGRES_LOG)
+    for n in range(1, count + 1):
+        client.call(method, path, body(n) if body else None)
+    time.sleep(0.3)
+    psql(ADMIN_URL, "ALTER SYSTEM RESET log_statement")
+    psql(ADMIN_URL, "SELECT pg_reload_conf()")
+    with open(POSTGRES_LOG, errors="replace") as log:
+        log.seek(start)
+        lines = log.read().splitlines()
+    statements = []
+    for line in lines:
+        found = re.search(r"LOG:  (?:statement|execute [^:]*): (.*)", line)
+        if found and "pg_reload_conf" not in found.group(1) and "ALTER SYSTEM" not in found.group(1):
+            statements.append([found.group(1), {}])
+        parameters = re.search(r"DETAIL:  parameters: (.*)", line)
+        if parameters and statements:
+            statements[-1][1] = dict(re.findall(r"\$(\d+) = (NULL|'(?:[^']|'')*')", parameters.group(1)))
+    per_request = len(statements) / count
+    return per_request, statements[-round(per_request):]
+
+
+def pgbench_script(statements, name):
+    """A pgbench script of the server's statements with their logged parameter values inlined;
+    for an INSERT, `id` and `name` are made unique per transaction as the API makes them."""
+    lines = []
+    for text, parameters in statements:
+        if text.startswith("/*"):
+            continue  # a connection check; pgbench has no equivalent and it is counted apart
+        columns = re.search(r'INSERT INTO "\w+" \(([^)]*)\) VALUES \(([^)]*)\)', text)
+        unique = {}
+        if columns:
+            names = [c.strip().strip('"') for c in columns.group(1).split(",")]
+            values = [v.strip() for v in columns.group(2).split(",")]
+            unique = {values[names.index("id")]: "gen_random_uuid()",
+                      values[names.index("name")]: "'pgbench-' || gen_random_uuid()"}
+        def inline(match):
+            token = match.group(0)
+            return unique.get(token) or parameters.get(token[1:], "NULL")
+        lines.append(re.sub(r"\$\d+", inline, text) + ";")
+    path = f"/tmp/tolstoy-bench-{name}.sql"
+    with open(path, "w") as script:
+        script.write("\n".join(lines) + "\n")
+    return path, lines
+
+
+def pgbench(url, script, seconds=SECONDS):
+    out = subprocess.run(["pgbench", "-n", "-M", "prepared", "-c", str(CONNECTIONS), "-j", str(THREADS),
+                          "-T", str(seconds), "-f", script, url],
+                         check=True, capture_output=True, text=True).stdout
+    tps = float(re.search(r"tps = ([\d.]+) \(without initial connection time\)", out).group(1))
+    latency = float(re.search(r"latency average = ([\d.]+) ms", out).group(1))
+    failed = int((re.search(r"number of failed transactions: (\d+)", out) or re.search("()", "0")).group(1) or 0)
+    return {"tps": tps, "latency": latency, "failed": failed}
+
+
+def row(*cells):
+    print("| " + " | ".join(str(c) for c in cells) + " |")
+
+
+def load_scenarios(server, tenant, log_flow):
+    tools = ",".join(tenant["tools"])
+    flows = ",".join(tenant["flows"])
+    return [
+        ("GET /tools/{id}", "get_tool.lua", {"BENCH_IDS": tools}),
+        ("GET /tools?limit=100", "get.lua", {"BENCH_PATH": "/tools?limit=100"}),
+        ("POST /tools", "post_tool.lua", {}),
+        ("PUT /flows/{id}", "put_flow.lua", {"BENCH_IDS": flows}),
+        ("GET /execution-logs?flowId=…&limit=50", "get.lua",
+         {"BENCH_PATH": f"/execution-logs?flowId={log_flow}&limit=50"}),
+        ("GET /health", "get.lua", {"BENCH_PATH": "/health"}),
+    ]
+
+
+def measure_load(label, server, tenant):
+    """Every scenario against `server`; returns the results by scenario name."""
+    results = {}
+    for name, script, env in load_scenarios(server, tenant, tenant["flows"][0]):
+        server.reset_peak()
+        result = wrk(server, script, tenant, **env)
+        result["peak"] = server.memory("VmHWM")
+        results[name] = result
+        say(f"{label}: {name}: {result['rps']:.0f} req/s, p50 {result['p50']:.2f} ms, "
+            f"p99 {result['p99']:.2f} ms, {result['errors']} errors, peak {result['peak']:.1f} MiB")
+    return results
+
+
+def grow_execution_logs(url, tenant, flow, total):
+    """Adds rows for one flow of `tenant` until it has `total`, in SQL (a million POSTs would
+    take the benchmark's whole budget); ids keep the UUIDv7 layout, so they sort by time."""
+    have = int(psql(url, f"SELECT count(*) FROM execution_logs WHERE org_id = '{tenant['org']}'"))
+    psql(url, f"""
+        INSERT INTO execution_logs (id, org_id, flow_id, user_id, execution_id, step_id, status,
+                                    inputs, outputs, error, created_at, updated_at)
+        SELECT (lpad(to_hex(1800000000000 + g), 12, '0') || '7' || substr(md5(g::text), 1, 3)
+                || '8' || substr(md5(g::text), 4, 15))::uuid,
+               '{tenant['org']}', '{flow}', '{tenant['user']}', 'run-' || (g / 4), 'fetch',
+               'completed', jsonb_build_object('n', g), '{{"ok": true}}', NULL, now(), now()
+        FROM generate_series({have}, {total - 1}) AS g;
+        ANALYZE execution_logs;""")
+
+
+def main():
+    say(f"{THREADS} threads, {CONNECTIONS} connections, {SECONDS} s per scenario")
+    database = "tolstoy_bench"
+    psql(ADMIN_URL, f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+    psql(ADMIN_URL, f"CREATE DATABASE {database}")
+    url = database_url(database)
+    psql(url, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+    # Before the first optimisation: a ping round trip whenever a connection leaves the pool
+    # (sea-orm's default, which the server used until this benchmark).
+    before = Server(url, DB_TEST_BEFORE_ACQUIRE="true")
+    organizations = seed(before)
+    tenant = organizations[0]
+    results_before = measure_load("before", before, tenant)
+    before.stop()
+
+    server = Server(url)
+    idle = server.memory("VmRSS")
+
+    # Round trips and the ceiling: the server's own SQL, replayed by pgbench.
+    tool_id = tenant["tools"][0]
+    get_trips, get_sql = statements_of(server, tenant, "GET", f"/tools/{tool_id}", None)
+    post_trips, post_sql = statements_of(
+        server, tenant, "POST", "/tools",
+        lambda n: {"name": f"probe-{n}-{time.time_ns()}", "baseUrl": "https://x.example", "authType": "none"})
+    get_script, get_lines = pgbench_script(get_sql, "get-tool")
+    post_script, post_lines = pgbench_script(post_sql, "post-tool")
+
+    results = measure_load("after", server, tenant)
+    after = server.memory("VmRSS")
+    ceiling = {"GET /tools/{id}": pgbench(url, get_script), "POST /tools": pgbench(url, post_script)}
+    for name, result in ceiling.items():
+        say(f"pgbench: {name}: {result['tps']:.0f} tps, {result['latency']:.2f} ms average")
+
+    # Scaling: the first page of one organization's execution logs at 10 thousand and 1 million.
+    scale_tenant = organizations[1]
+    flow = scale_tenant["flows"][0]
+    first_page = {}
+    for total in (10_000, 1_000_000):
+        grow_execution_logs(url, scale_tenant, flow, total)
+        result = wrk(server, "get.lua", scale_tenant, seconds=max(5, SECONDS // 2), connections=1, threads=1,
+                     BENCH_PATH=f"/execution-logs?flowId={flow}&limit=50")
+        first_page[total] = result
+        say(f"scaling: {total} rows: p50 {result['p50']:.2f} ms, p99 {result['p99']:.2f} ms")
+    server.stop()
+
+    print(f"\n### Load ({THREADS} wrk threads, {CONNECTIONS} connections, {SECONDS} s each)\n")
+    row("scenario", "build", "req/s", "p50 ms", "p99 ms", "errors", "peak RSS MiB", "pgbench ceiling tps",
+        "of ceiling")
+    row(*["---"] * 9)
+    for name, r in results.items():
+        c = ceiling.get(name)
+        for build, result in (("before", results_before[name]), ("after", r)):
+            row(name, build, f"{result['rps']:.0f}", f"{result['p50']:.2f}", f"{result['p99']:.2f}",
+                result["errors"], f"{result['peak']:.1f}", f"{c['tps']:.0f}" if c else "",
+                f"{result['rps'] / c['tps']:.0%}" if c else "")
+    print(f"\n### Database round trips per request (PostgreSQL statement log, 50 requests each)\n")
+    row("request", "statements per request", "what they are")
+    row("---", "---", "---")
+    for name, trips, sql in (("GET /tools/{id}", get_trips, get_sql), ("POST /tools", post_trips, post_sql)):
+        kinds = "; ".join(text.split(" FROM ")[0][:60] if not text.startswith("/*") else "connection check"
+                          for text, _ in sql)
+        row(name, f"{trips:g}", kinds.replace("|", "\\|"))
+    print("\n### pgbench scripts (the server's SQL, its logged parameters inlined)\n")
+    for name, lines in (("GET /tools/{id}", get_lines), ("POST /tools", post_lines)):
+        print(f"{name}:\n\n```sql\n" + "\n".join(lines) + "\n```\n")
+    print("### Scaling: first page of `GET /execution-logs?flowId=…&limit=50`, one connection\n")
+    row("rows of the organization", "p50 ms", "p99 ms", "req/s")
+    row("---", "---", "---", "---")
+    for total, r in first_page.items():
+        row(f"{total:,}", f"{r['p50']:.2f}", f"{r['p99']:.2f}", f"{r['rps']:.0f}")
+    ratio = first_page[1_000_000]["p50"] / first_page[10_000]["p50"]
+    print(f"\n1 million / 10 thousand (p50): {ratio:.2f}×\n")
+    print("### Memory (RSS)\n")
+    peak = max(r["peak"] for r in results.values())
+    row("idle after start", "peak under load", "after the load")
+    row("---", "---", "---")
+    row(f"{idle:.1f} MiB", f"{peak:.1f} MiB", f"{after:.1f} MiB")
+
+
+if __name__ == "__main__":
+    main()
