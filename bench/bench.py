@@ -144,7 +144,7 @@ def wrk(server, script, tenant, seconds=SECONDS, connections=CONNECTIONS, thread
                           "-d", f"{seconds}s", "-s", os.path.join(LUA_DIR, script), server.base],
                          check=True, capture_output=True, text=True, env=environment).stdout
     def number(pattern, default="0"):
-        found = re.search(pattern, out)
+        found = re.search(pattern, out, re.MULTILINE)
         return found.group(1) if found else default
     def millis(text):
         value, unit = re.match(r"([\d.]+)(us|ms|s)", text).groups()
@@ -154,7 +154,7 @@ def wrk(server, script, tenant, seconds=SECONDS, connections=CONNECTIONS, thread
     for failure in re.findall(r"first failure: (.*)", out):
         say(f"{script}: {failure}")
     return {"rps": float(number(r"Requests/sec:\s+([\d.]+)")),
-            "p50": millis(number(r"50%\s+(\S+)")), "p99": millis(number(r"99%\s+(\S+)")),
+            "p50": millis(number(r"^\s+50%\s+(\S+)")), "p99": millis(number(r"^\s+99%\s+(\S+)")),
             "requests": int(number(r"(\d+) requests in")), "errors": errors}
 
 
