@@ -105,7 +105,7 @@ pub struct ActionIn {
     /// A tool of the caller's organization (422 otherwise).
     pub tool_id: Uuid,
     /// At most 200 characters.
-    #[oai(validator(max_length = 200, pattern = r"^[^\u0000]*$"))]
+    #[oai(validator(max_length = 200))]
     #[oai(nullable)]
     pub name: Option<String>,
     /// `GET POST PUT PATCH DELETE HEAD OPTIONS`, in any letter case.
@@ -173,7 +173,7 @@ pub struct ActionUpdate {
     /// A tool of the caller's organization (422 otherwise).
     pub tool_id: Option<Uuid>,
     /// At most 200 characters; null clears it.
-    #[oai(validator(max_length = 200, pattern = r"^[^\u0000]*$"))]
+    #[oai(validator(max_length = 200))]
     #[oai(nullable)]
     pub name: Option<String>,
     /// `GET POST PUT PATCH DELETE HEAD OPTIONS`, in any letter case.

@@ -154,6 +154,9 @@ impl Fields {
 /// every backend alike, before anything is written.
 const NUL_MESSAGE: &str = "must not contain the character U+0000 (NUL), at any depth";
 
+/// The document's statement of that rule on a text field.
+pub const NO_NUL_PATTERN: &str = r"^[^\u0000]*$";
+
 fn holds_nul(value: &Value) -> bool {
     match value {
         Value::String(text) => text.contains('\0'),

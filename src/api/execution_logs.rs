@@ -103,11 +103,11 @@ pub struct ExecutionLogIn {
     /// A flow of the caller's organization (422 otherwise).
     pub flow_id: Uuid,
     /// At most 200 characters: groups the rows of one run.
-    #[oai(validator(max_length = 200, pattern = r"^[^\u0000]*$"))]
+    #[oai(validator(max_length = 200))]
     #[oai(nullable)]
     pub execution_id: Option<String>,
     /// 1 to 200 characters.
-    #[oai(validator(min_length = 1, max_length = 200, pattern = r"^[^\u0000]*$"))]
+    #[oai(validator(min_length = 1, max_length = 200))]
     pub step_id: String,
     /// Where the step stands.
     pub status: ExecutionStatus,
@@ -164,11 +164,11 @@ pub struct ExecutionLogUpdate {
     /// A flow of the caller's organization (422 otherwise).
     pub flow_id: Option<Uuid>,
     /// At most 200 characters; null clears it.
-    #[oai(validator(max_length = 200, pattern = r"^[^\u0000]*$"))]
+    #[oai(validator(max_length = 200))]
     #[oai(nullable)]
     pub execution_id: Option<String>,
     /// 1 to 200 characters.
-    #[oai(validator(min_length = 1, max_length = 200, pattern = r"^[^\u0000]*$"))]
+    #[oai(validator(min_length = 1, max_length = 200))]
     pub step_id: Option<String>,
     /// Where the step stands.
     pub status: Option<ExecutionStatus>,

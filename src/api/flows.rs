@@ -97,7 +97,7 @@ fn example_steps() -> Vec<StepIn> {
 )]
 pub struct FlowIn {
     /// At most 200 characters.
-    #[oai(validator(max_length = 200, pattern = r"^[^\u0000]*$"))]
+    #[oai(validator(max_length = 200))]
     #[oai(nullable)]
     pub name: Option<String>,
     /// At most 1000 step objects, each with a non-empty string `id` (unique in the flow) and a
@@ -137,7 +137,7 @@ impl ReadBody for FlowIn {
 )]
 pub struct FlowUpdate {
     /// At most 200 characters; null clears it.
-    #[oai(validator(max_length = 200, pattern = r"^[^\u0000]*$"))]
+    #[oai(validator(max_length = 200))]
     #[oai(nullable)]
     pub name: Option<String>,
     /// The new steps (same rules as on create).

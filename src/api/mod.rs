@@ -82,18 +82,12 @@ pub fn openapi_document() -> String {
 pub fn openapi_value() -> Value {
     // poem-openapi always writes JSON; Null would only ever show an empty document.
     let mut document: Value = serde_json::from_str(&service().spec()).unwrap_or(Value::Null);
-    if let Some(paths) = document.get_mut("paths").and_then(Value::as_object_mut) {
-        for operation in paths
-            .values_mut()
-            .filter_map(Value::as_object_mut)
-            .flat_map(|p| p.values_mut())
-        {
-            if let Some(security) = operation.get_mut("security") {
-                *security = merged_tenant_security(security);
-            }
+    for operation in operations_mut(&mut document) {
+        if let Some(security) = operation.get_mut("security") {
+            *security = merged_tenant_security(security);
         }
     }
-    refuse_unknown_request_fields(&mut document);
+    state_request_body_rules(&mut document);
     untyped_unions(&mut document);
     link_created_rows(&mut document);
     give_parameters_examples(&mut document);
@@ -146,13 +140,7 @@ fn link_created_rows(document: &mut Value) {
 /// the cursor get none: Swagger UI's "Try it out" fills examples in, and a sample filter would
 /// quietly narrow the list it shows.
 fn give_parameters_examples(document: &mut Value) {
-    let parameters = document
-        .get_mut("paths")
-        .and_then(Value::as_object_mut)
-        .into_iter()
-        .flat_map(|paths| paths.values_mut())
-        .filter_map(Value::as_object_mut)
-        .flat_map(|operations| operations.values_mut())
+    let parameters = operations_mut(document)
         .filter_map(|operation| operation.get_mut("parameters"))
         .filter_map(Value::as_array_mut)
         .flatten();
@@ -184,15 +172,23 @@ fn untyped_unions(document: &mut Value) {
     }
 }
 
-/// Marks every request body schema `additionalProperties: false`: the server answers 400 to
-/// an unknown field (poem-openapi's `deny_unknown_fields` does not say so in the document).
-fn refuse_unknown_request_fields(document: &mut Value) {
-    let request_schemas: Vec<String> = document["paths"]
-        .as_object()
+/// Every operation of the document.
+fn operations_mut(document: &mut Value) -> impl Iterator<Item = &mut Value> {
+    document
+        .get_mut("paths")
+        .and_then(Value::as_object_mut)
         .into_iter()
-        .flat_map(|paths| paths.values())
-        .filter_map(Value::as_object)
-        .flat_map(|operations| operations.values())
+        .flat_map(|paths| paths.values_mut())
+        .filter_map(Value::as_object_mut)
+        .flat_map(|operations| operations.values_mut())
+}
+
+/// States on every request body schema the two rules [`body::Fields`] applies to every body,
+/// which poem-openapi does not write: `additionalProperties: false` (an unknown field is a
+/// 400), and on each string field without a pattern or format of its own, a pattern refusing
+/// U+0000 (the server refuses it in every field).
+fn state_request_body_rules(document: &mut Value) {
+    let request_schemas: Vec<String> = operations_mut(document)
         .filter_map(|operation| operation.pointer("/requestBody/content"))
         .filter_map(Value::as_object)
         .flat_map(|content| content.values())
@@ -206,6 +202,20 @@ fn refuse_unknown_request_fields(document: &mut Value) {
             .and_then(Value::as_object_mut)
         {
             schema.insert("additionalProperties".to_owned(), Value::Bool(false));
+            let text_fields = schema
+                .get_mut("properties")
+                .and_then(Value::as_object_mut)
+                .into_iter()
+                .flat_map(|properties| properties.values_mut())
+                .filter_map(Value::as_object_mut)
+                .filter(|field| {
+                    field.get("type").and_then(Value::as_str) == Some("string")
+                        && !field.contains_key("pattern")
+                        && !field.contains_key("format")
+                });
+            for field in text_fields {
+                field.insert("pattern".to_owned(), Value::from(body::NO_NUL_PATTERN));
+            }
         }
     }
 }

@@ -55,7 +55,7 @@ impl From<organization::Model> for OrganizationOut {
 )]
 pub struct OrganizationIn {
     /// 1 to 200 characters, trimmed of surrounding white space.
-    #[oai(validator(min_length = 1, max_length = 200, pattern = r"^[^\u0000]*$"))]
+    #[oai(validator(min_length = 1, max_length = 200))]
     pub name: String,
 }
 
@@ -88,7 +88,7 @@ impl ReadBody for OrganizationIn {
 )]
 pub struct OrganizationUpdate {
     /// 1 to 200 characters, trimmed of surrounding white space.
-    #[oai(validator(min_length = 1, max_length = 200, pattern = r"^[^\u0000]*$"))]
+    #[oai(validator(min_length = 1, max_length = 200))]
     pub name: Option<String>,
 }
 

@@ -76,7 +76,7 @@ impl From<tool::Model> for ToolOut {
 )]
 pub struct ToolIn {
     /// 1 to 200 characters, unique in the organization.
-    #[oai(validator(min_length = 1, max_length = 200, pattern = r"^[^\u0000]*$"))]
+    #[oai(validator(min_length = 1, max_length = 200))]
     pub name: String,
     /// An absolute http or https URL (localhost and IP addresses allowed), at most 2048 characters.
     #[oai(validator(
@@ -121,7 +121,7 @@ impl ReadBody for ToolIn {
 )]
 pub struct ToolUpdate {
     /// 1 to 200 characters, unique in the organization.
-    #[oai(validator(min_length = 1, max_length = 200, pattern = r"^[^\u0000]*$"))]
+    #[oai(validator(min_length = 1, max_length = 200))]
     pub name: Option<String>,
     /// An absolute http or https URL, at most 2048 characters.
     #[oai(validator(

@@ -69,7 +69,7 @@ pub struct UserIn {
     ))]
     pub email: String,
     /// At most 200 characters.
-    #[oai(validator(max_length = 200, pattern = r"^[^\u0000]*$"))]
+    #[oai(validator(max_length = 200))]
     #[oai(nullable)]
     pub name: Option<String>,
 }
@@ -111,7 +111,7 @@ pub struct UserUpdate {
     ))]
     pub email: Option<String>,
     /// At most 200 characters; null clears it.
-    #[oai(validator(max_length = 200, pattern = r"^[^\u0000]*$"))]
+    #[oai(validator(max_length = 200))]
     #[oai(nullable)]
     pub name: Option<String>,
 }

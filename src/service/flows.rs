@@ -61,9 +61,6 @@ pub async fn list(
     Ok(fetch_page(db, rows, flow::Column::Id, |row| row.id, page).await?)
 }
 
-/// Applies `changes`. A change to `name` or `steps` adds 1 to the version, in the same UPDATE
-/// that checks the version it was computed from: of concurrent updates from one version, one
-/// wins and the others get a conflict, so none is silently lost.
 /// How often an update without a precondition reads the flow again after a concurrent update
 /// changed it between the read and the write.
 const ATTEMPTS_WITHOUT_PRECONDITION: usize = 8;
@@ -89,8 +86,9 @@ pub async fn update(
     update_once(db, org_id, id, changes).await
 }
 
-/// One read-compare-write: the version only grows when something changes, and the write only
-/// lands on the version that was read.
+/// One read-compare-write. A change to `name` or `steps` adds 1 to the version, in the same
+/// UPDATE that checks the version it was computed from: of concurrent writes from one version,
+/// one wins and the others get a conflict, so none is silently lost.
 async fn update_once(
     db: &Pool,
     org_id: Uuid,

@@ -158,6 +158,18 @@ fn field_patterns_in_the_document_are_the_ones_the_server_checks() {
             .as_str()
             .is_some_and(|p| p.contains("[Dd][Ee][Ll][Ee][Tt][Ee]")));
     }
+    for (schema, field) in [
+        ("OrganizationIn", "name"),
+        ("ToolUpdate", "name"),
+        ("ExecutionLogIn", "stepId"),
+        ("ExecutionLogUpdate", "executionId"),
+    ] {
+        assert_eq!(
+            schemas[schema]["properties"][field]["pattern"],
+            tolstoy::api::body::NO_NUL_PATTERN,
+            "{schema}.{field}: U+0000 is refused"
+        );
+    }
 }
 
 #[test]
