@@ -154,8 +154,28 @@ impl Fields {
 /// every backend alike, before anything is written.
 const NUL_MESSAGE: &str = "must not contain the character U+0000 (NUL), at any depth";
 
-/// The document's statement of that rule on a text field.
-pub const NO_NUL_PATTERN: &str = r"^[^\u0000]*$";
+// White space as `str::trim` removes it (Rust's `char::is_whitespace`), spelled out because
+// `\s` means different things in Rust, Python and JavaScript.
+const WHITE_SPACE: &str = r"\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000";
+
+/// The document's statement of a top-level text field of `min` (0 or 1) to `max` characters:
+/// no U+0000 anywhere, and the length counted after trimming, as [`super::rules::text`] counts
+/// it (JSON Schema's `maxLength` would count the white space around it too).
+pub fn text_pattern(min: u64, max: u64) -> String {
+    let edge = format!("[^\\u0000{WHITE_SPACE}]");
+    let inner = format!("[^\\u0000]{{0,{}}}", max.saturating_sub(2));
+    let trimmed = if max >= 2 {
+        format!("{edge}(?:{inner}{edge})?")
+    } else {
+        edge
+    };
+    let trimmed = if min == 0 {
+        format!("(?:{trimmed})?")
+    } else {
+        trimmed
+    };
+    format!("^[{WHITE_SPACE}]*{trimmed}[{WHITE_SPACE}]*$")
+}
 
 fn holds_nul(value: &Value) -> bool {
     match value {

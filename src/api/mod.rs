@@ -183,10 +183,11 @@ fn operations_mut(document: &mut Value) -> impl Iterator<Item = &mut Value> {
         .flat_map(|operations| operations.values_mut())
 }
 
-/// States on every request body schema the two rules [`body::Fields`] applies to every body,
-/// which poem-openapi does not write: `additionalProperties: false` (an unknown field is a
-/// 400), and on each string field without a pattern or format of its own, a pattern refusing
-/// U+0000 (the server refuses it in every field).
+/// States on every request body schema the rules [`body::Fields`] applies to every body, which
+/// poem-openapi does not write: `additionalProperties: false` (an unknown field is a 400), and
+/// on each text field without a pattern or format of its own, [`body::text_pattern`] in place
+/// of `minLength`/`maxLength`: no U+0000 (refused in every field), and the length counted after
+/// trimming, as the server counts it.
 fn state_request_body_rules(document: &mut Value) {
     let request_schemas: Vec<String> = operations_mut(document)
         .filter_map(|operation| operation.pointer("/requestBody/content"))
@@ -214,7 +215,13 @@ fn state_request_body_rules(document: &mut Value) {
                         && !field.contains_key("format")
                 });
             for field in text_fields {
-                field.insert("pattern".to_owned(), Value::from(body::NO_NUL_PATTERN));
+                let min = field
+                    .remove("minLength")
+                    .and_then(|v| v.as_u64())
+                    .unwrap_or(0);
+                let max = field.remove("maxLength").and_then(|v| v.as_u64());
+                let max = max.unwrap_or(u64::from(u32::MAX));
+                field.insert("pattern".to_owned(), body::text_pattern(min, max).into());
             }
         }
     }

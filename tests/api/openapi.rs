@@ -158,18 +158,47 @@ fn field_patterns_in_the_document_are_the_ones_the_server_checks() {
             .as_str()
             .is_some_and(|p| p.contains("[Dd][Ee][Ll][Ee][Tt][Ee]")));
     }
-    for (schema, field) in [
-        ("OrganizationIn", "name"),
-        ("ToolUpdate", "name"),
-        ("ExecutionLogIn", "stepId"),
-        ("ExecutionLogUpdate", "executionId"),
+    use tolstoy::api::body::text_pattern;
+    for (schema, field, min) in [
+        ("OrganizationIn", "name", 1),
+        ("ToolUpdate", "name", 1),
+        ("ExecutionLogIn", "stepId", 1),
+        ("ExecutionLogUpdate", "executionId", 0),
+        ("UserIn", "name", 0),
     ] {
+        let property = &schemas[schema]["properties"][field];
         assert_eq!(
-            schemas[schema]["properties"][field]["pattern"],
-            tolstoy::api::body::NO_NUL_PATTERN,
-            "{schema}.{field}: U+0000 is refused"
+            property["pattern"],
+            text_pattern(min, 200),
+            "{schema}.{field}"
+        );
+        assert!(
+            property.get("maxLength").is_none(),
+            "{schema}.{field}: counted after trimming, in the pattern"
         );
     }
+    // The document's text rule is the server's: trim, then count, and no U+0000.
+    let name = regex::Regex::new(&text_pattern(1, 200)).expect("pattern");
+    for c in (1..=0x3000u32).filter_map(char::from_u32) {
+        assert_eq!(
+            name.is_match(&c.to_string()),
+            !c.is_whitespace(),
+            "U+{:04X}",
+            c as u32
+        );
+    }
+    let long = "é".repeat(200);
+    assert!(
+        name.is_match(&format!(" \u{a0}{long}\n")),
+        "200 characters once trimmed"
+    );
+    assert!(!name.is_match(&format!("{long}x")), "201 characters");
+    assert!(!name.is_match("a\u{0}b"), "U+0000");
+    let optional = regex::Regex::new(&text_pattern(0, 200)).expect("pattern");
+    assert!(
+        optional.is_match("") && optional.is_match("  "),
+        "empty once trimmed is allowed"
+    );
 }
 
 #[test]
