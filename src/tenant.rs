@@ -1,8 +1,10 @@
-//! The tenant security scheme: `X-Org-ID` + `X-User-ID` become a verified [`Tenant`].
+//! The tenant security scheme: `X-Org-ID` + `X-User-ID` become the [`Tenant`] a call acts for.
 //!
 //! Handlers never read those headers; they receive a `Tenant`, and every service call is
-//! scoped by it. This is the one place to extend when API keys join the headers as proof of
-//! identity.
+//! scoped by it. The headers are a claim: this extractor checks their form (400), and the
+//! service's door checks membership inside each query (403 for a stranger; see
+//! `service::tenant_scope`). This is the one place to extend when API keys join the headers as
+//! proof of identity.
 
 use poem::{Request, RequestBody, Result};
 use poem_openapi::registry::{MetaSecurityScheme, Registry};
@@ -10,8 +12,7 @@ use poem_openapi::{ApiExtractor, ApiExtractorType, ExtractParamOptions};
 use uuid::Uuid;
 
 use crate::error::{ApiError, FieldError};
-use crate::service::tenancy::{self, Membership};
-use crate::startup::AppState;
+pub use crate::service::tenancy::Tenant;
 
 /// The header naming the caller's organization.
 pub const ORG_HEADER: &str = "X-Org-ID";
@@ -20,19 +21,6 @@ pub const USER_HEADER: &str = "X-User-ID";
 
 /// Names of the two security schemes in the OpenAPI document. An operation needs both.
 pub const SECURITY_SCHEMES: [&str; 2] = ["OrgId", "UserId"];
-
-/// A caller verified to be a user of the organization: every tenant query is confined to
-/// `org_id`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Tenant {
-    pub org_id: Uuid,
-    pub user_id: Uuid,
-}
-
-/// A caller allowed to add a user: a member of the organization, or anyone with well-formed
-/// headers when the organization has no users yet (so that it can get its first one).
-#[derive(Clone, Copy, Debug)]
-pub struct UserCreator(pub Tenant);
 
 /// Reads both headers, listing every one that is missing or malformed.
 fn claimed_tenant(request: &Request) -> Result<Tenant, ApiError> {
@@ -59,25 +47,6 @@ fn claimed_tenant(request: &Request) -> Result<Tenant, ApiError> {
     match (org_id, user_id) {
         (Some(org_id), Some(user_id)) => Ok(Tenant { org_id, user_id }),
         _ => Err(ApiError::validation(errors)),
-    }
-}
-
-fn state(request: &Request) -> Result<&AppState, ApiError> {
-    request
-        .data::<AppState>()
-        .ok_or_else(|| ApiError::internal(&"AppState is not attached to the route"))
-}
-
-/// Reads the headers and checks the caller against the database. A member is admitted; a
-/// caller into an organization with no users only when `admit_first_user`.
-async fn verified_tenant(request: &Request, admit_first_user: bool) -> Result<Tenant, ApiError> {
-    let tenant = claimed_tenant(request)?;
-    match tenancy::membership(&state(request)?.db, tenant.org_id, tenant.user_id).await? {
-        Membership::Member => Ok(tenant),
-        Membership::EmptyOrganization if admit_first_user => Ok(tenant),
-        Membership::EmptyOrganization | Membership::Stranger => Err(ApiError::forbidden(
-            "X-User-ID is not a user of the organization named by X-Org-ID",
-        )),
     }
 }
 
@@ -121,29 +90,6 @@ impl<'a> ApiExtractor<'a> for Tenant {
         _body: &mut RequestBody,
         _param_opts: ExtractParamOptions<Self::ParamType>,
     ) -> Result<Self> {
-        Ok(verified_tenant(request, false).await?)
-    }
-}
-
-impl<'a> ApiExtractor<'a> for UserCreator {
-    const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::SecurityScheme];
-
-    type ParamType = ();
-    type ParamRawType = ();
-
-    fn register(registry: &mut Registry) {
-        register_schemes(registry);
-    }
-
-    fn security_schemes() -> Vec<&'static str> {
-        SECURITY_SCHEMES.to_vec()
-    }
-
-    async fn from_request(
-        request: &'a Request,
-        _body: &mut RequestBody,
-        _param_opts: ExtractParamOptions<Self::ParamType>,
-    ) -> Result<Self> {
-        Ok(Self(verified_tenant(request, true).await?))
+        Ok(claimed_tenant(request)?)
     }
 }

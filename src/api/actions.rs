@@ -232,7 +232,7 @@ impl ActionsApi {
         tenant: Tenant,
         body: JsonBody<ActionIn>,
     ) -> Result<Created<ActionOut>, ApiError> {
-        let row = actions::create(&state.db, tenant.org_id, body.0).await?;
+        let row = actions::create(&state.db, &tenant, body.0).await?;
         Ok(Created::at("/actions", row.id, row.into()))
     }
 
@@ -254,7 +254,7 @@ impl ActionsApi {
         cursor: Query<Option<String>>,
     ) -> Result<Listed<ActionOut>, ApiError> {
         let page = page_request(limit.0, cursor.0.as_deref())?;
-        let rows = actions::list(&state.db, tenant.org_id, tool_id.0, page).await?;
+        let rows = actions::list(&state.db, &tenant, tool_id.0, page).await?;
         Ok(Listed::page(request, page, rows))
     }
 
@@ -267,7 +267,7 @@ impl ActionsApi {
         /// The action's id.
         id: Path<Uuid>,
     ) -> Result<Json<ActionOut>, ApiError> {
-        let row = actions::find(&state.db, tenant.org_id, id.0).await?;
+        let row = actions::find(&state.db, &tenant, id.0).await?;
         Ok(Json(row.into()))
     }
 
@@ -281,7 +281,7 @@ impl ActionsApi {
         id: Path<Uuid>,
         body: JsonBody<ActionUpdate>,
     ) -> Result<Json<ActionOut>, ApiError> {
-        let row = actions::update(&state.db, tenant.org_id, id.0, body.0).await?;
+        let row = actions::update(&state.db, &tenant, id.0, body.0).await?;
         Ok(Json(row.into()))
     }
 
@@ -298,7 +298,7 @@ impl ActionsApi {
         /// The action's id.
         id: Path<Uuid>,
     ) -> Result<Deleted, ApiError> {
-        actions::delete(&state.db, tenant.org_id, id.0).await?;
+        actions::delete(&state.db, &tenant, id.0).await?;
         Ok(Deleted::Deleted)
     }
 }

@@ -229,7 +229,7 @@ impl ExecutionLogsApi {
         tenant: Tenant,
         body: JsonBody<ExecutionLogIn>,
     ) -> Result<Created<ExecutionLogOut>, ApiError> {
-        let row = execution_logs::create(&state.db, tenant.org_id, tenant.user_id, body.0).await?;
+        let row = execution_logs::create(&state.db, &tenant, body.0).await?;
         Ok(Created::at("/execution-logs", row.id, row.into()))
     }
 
@@ -270,7 +270,7 @@ impl ExecutionLogsApi {
             execution_id: execution_id.0,
             status: status.0.as_ref().and_then(enum_text),
         };
-        let rows = execution_logs::list(&state.db, tenant.org_id, filter, page).await?;
+        let rows = execution_logs::list(&state.db, &tenant, filter, page).await?;
         Ok(Listed::page(request, page, rows))
     }
 
@@ -287,7 +287,7 @@ impl ExecutionLogsApi {
         /// The execution log's id.
         id: Path<Uuid>,
     ) -> Result<Json<ExecutionLogOut>, ApiError> {
-        let row = execution_logs::find(&state.db, tenant.org_id, id.0).await?;
+        let row = execution_logs::find(&state.db, &tenant, id.0).await?;
         Ok(Json(row.into()))
     }
 
@@ -305,7 +305,7 @@ impl ExecutionLogsApi {
         id: Path<Uuid>,
         body: JsonBody<ExecutionLogUpdate>,
     ) -> Result<Json<ExecutionLogOut>, ApiError> {
-        let row = execution_logs::update(&state.db, tenant.org_id, id.0, body.0).await?;
+        let row = execution_logs::update(&state.db, &tenant, id.0, body.0).await?;
         Ok(Json(row.into()))
     }
 
@@ -322,7 +322,7 @@ impl ExecutionLogsApi {
         /// The execution log's id.
         id: Path<Uuid>,
     ) -> Result<Deleted, ApiError> {
-        execution_logs::delete(&state.db, tenant.org_id, id.0).await?;
+        execution_logs::delete(&state.db, &tenant, id.0).await?;
         Ok(Deleted::Deleted)
     }
 }

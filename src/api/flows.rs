@@ -184,7 +184,7 @@ impl FlowsApi {
         tenant: Tenant,
         body: JsonBody<FlowIn>,
     ) -> Result<Created<FlowOut>, ApiError> {
-        let row = flows::create(&state.db, tenant.org_id, body.0).await?;
+        let row = flows::create(&state.db, &tenant, body.0).await?;
         Ok(Created::at("/flows", row.id, row.into()))
     }
 
@@ -203,7 +203,7 @@ impl FlowsApi {
         cursor: Query<Option<String>>,
     ) -> Result<Listed<FlowOut>, ApiError> {
         let page = page_request(limit.0, cursor.0.as_deref())?;
-        let rows = flows::list(&state.db, tenant.org_id, page).await?;
+        let rows = flows::list(&state.db, &tenant, page).await?;
         Ok(Listed::page(request, page, rows))
     }
 
@@ -216,7 +216,7 @@ impl FlowsApi {
         /// The flow's id.
         id: Path<Uuid>,
     ) -> Result<Json<FlowOut>, ApiError> {
-        let row = flows::find(&state.db, tenant.org_id, id.0).await?;
+        let row = flows::find(&state.db, &tenant, id.0).await?;
         Ok(Json(row.into()))
     }
 
@@ -234,7 +234,7 @@ impl FlowsApi {
         id: Path<Uuid>,
         body: JsonBody<FlowUpdate>,
     ) -> Result<Json<FlowOut>, ApiError> {
-        let row = flows::update(&state.db, tenant.org_id, id.0, body.0).await?;
+        let row = flows::update(&state.db, &tenant, id.0, body.0).await?;
         Ok(Json(row.into()))
     }
 
@@ -251,7 +251,7 @@ impl FlowsApi {
         /// Also delete the flow's execution logs.
         cascade: Query<Option<bool>>,
     ) -> Result<Deleted, ApiError> {
-        flows::delete(&state.db, tenant.org_id, id.0, cascade.0.unwrap_or(false)).await?;
+        flows::delete(&state.db, &tenant, id.0, cascade.0.unwrap_or(false)).await?;
         Ok(Deleted::Deleted)
     }
 }

@@ -168,7 +168,7 @@ impl ToolsApi {
         tenant: Tenant,
         body: JsonBody<ToolIn>,
     ) -> Result<Created<ToolOut>, ApiError> {
-        let row = tools::create(&state.db, tenant.org_id, body.0).await?;
+        let row = tools::create(&state.db, &tenant, body.0).await?;
         Ok(Created::at("/tools", row.id, row.into()))
     }
 
@@ -187,7 +187,7 @@ impl ToolsApi {
         cursor: Query<Option<String>>,
     ) -> Result<Listed<ToolOut>, ApiError> {
         let page = page_request(limit.0, cursor.0.as_deref())?;
-        let rows = tools::list(&state.db, tenant.org_id, page).await?;
+        let rows = tools::list(&state.db, &tenant, page).await?;
         Ok(Listed::page(request, page, rows))
     }
 
@@ -200,7 +200,7 @@ impl ToolsApi {
         /// The tool's id.
         id: Path<Uuid>,
     ) -> Result<Json<ToolOut>, ApiError> {
-        let row = tools::find(&state.db, tenant.org_id, id.0).await?;
+        let row = tools::find(&state.db, &tenant, id.0).await?;
         Ok(Json(row.into()))
     }
 
@@ -214,7 +214,7 @@ impl ToolsApi {
         id: Path<Uuid>,
         body: JsonBody<ToolUpdate>,
     ) -> Result<Json<ToolOut>, ApiError> {
-        let row = tools::update(&state.db, tenant.org_id, id.0, body.0).await?;
+        let row = tools::update(&state.db, &tenant, id.0, body.0).await?;
         Ok(Json(row.into()))
     }
 
@@ -231,7 +231,7 @@ impl ToolsApi {
         /// Also delete the tool's actions.
         cascade: Query<Option<bool>>,
     ) -> Result<Deleted, ApiError> {
-        tools::delete(&state.db, tenant.org_id, id.0, cascade.0.unwrap_or(false)).await?;
+        tools::delete(&state.db, &tenant, id.0, cascade.0.unwrap_or(false)).await?;
         Ok(Deleted::Deleted)
     }
 }

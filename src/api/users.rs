@@ -18,7 +18,7 @@ use super::ApiTags;
 use crate::error::ApiError;
 use crate::service::users::{self, NewUser, UserChanges};
 use crate::startup::AppState;
-use crate::tenant::{Tenant, UserCreator};
+use crate::tenant::Tenant;
 
 /// A user of an organization.
 #[derive(Object)]
@@ -149,10 +149,10 @@ impl UsersApi {
     async fn create(
         &self,
         state: Data<&AppState>,
-        creator: UserCreator,
+        tenant: Tenant,
         body: JsonBody<UserIn>,
     ) -> Result<Created<UserOut>, ApiError> {
-        let row = users::create(&state.db, creator.0.org_id, body.0).await?;
+        let row = users::create(&state.db, &tenant, body.0).await?;
         Ok(Created::at("/users", row.id, row.into()))
     }
 
@@ -171,7 +171,7 @@ impl UsersApi {
         cursor: Query<Option<String>>,
     ) -> Result<Listed<UserOut>, ApiError> {
         let page = page_request(limit.0, cursor.0.as_deref())?;
-        let rows = users::list(&state.db, tenant.org_id, page).await?;
+        let rows = users::list(&state.db, &tenant, page).await?;
         Ok(Listed::page(request, page, rows))
     }
 
@@ -184,7 +184,7 @@ impl UsersApi {
         /// The user's id.
         id: Path<Uuid>,
     ) -> Result<Json<UserOut>, ApiError> {
-        let row = users::find(&state.db, tenant.org_id, id.0).await?;
+        let row = users::find(&state.db, &tenant, id.0).await?;
         Ok(Json(row.into()))
     }
 
@@ -198,7 +198,7 @@ impl UsersApi {
         id: Path<Uuid>,
         body: JsonBody<UserUpdate>,
     ) -> Result<Json<UserOut>, ApiError> {
-        let row = users::update(&state.db, tenant.org_id, id.0, body.0).await?;
+        let row = users::update(&state.db, &tenant, id.0, body.0).await?;
         Ok(Json(row.into()))
     }
 
@@ -215,7 +215,7 @@ impl UsersApi {
         /// Also delete the user's execution logs.
         cascade: Query<Option<bool>>,
     ) -> Result<Deleted, ApiError> {
-        users::delete(&state.db, tenant.org_id, id.0, cascade.0.unwrap_or(false)).await?;
+        users::delete(&state.db, &tenant, id.0, cascade.0.unwrap_or(false)).await?;
         Ok(Deleted::Deleted)
     }
 }

@@ -1,13 +1,15 @@
 //! Actions: endpoints of a tool.
 
 use entity::{action, tool};
-use sea_orm::{ActiveModelTrait, ColumnTrait, QueryFilter, Set};
+use sea_orm::{ColumnTrait, Condition, Set};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::pagination::{fetch_page, Page, PageRequest};
+use super::pagination::{Page, PageRequest};
+use super::tenancy::Tenant;
 use super::tenant_scope::{
-    delete_one_in, get_in, require_reference, set_if_changed, update_returning, TenantScoped,
+    delete_one_for, get_for, insert_for, page_for, require_reference, set_if_changed,
+    update_returning,
 };
 use super::{now, ServiceError};
 use crate::db::Pool;
@@ -36,14 +38,14 @@ pub struct ActionChanges {
 
 pub async fn create(
     db: &Pool,
-    org_id: Uuid,
+    tenant: &Tenant,
     new: NewAction,
 ) -> Result<action::Model, ServiceError> {
-    require_reference::<tool::Entity>(db, org_id, "toolId", new.tool_id).await?;
+    require_reference::<tool::Entity>(db, tenant, "toolId", new.tool_id).await?;
     let at = now();
     let row = action::ActiveModel {
         id: Set(Uuid::now_v7()),
-        org_id: Set(org_id),
+        org_id: Set(tenant.org_id),
         tool_id: Set(new.tool_id),
         name: Set(new.name),
         method: Set(new.method),
@@ -53,36 +55,33 @@ pub async fn create(
         created_at: Set(at),
         updated_at: Set(at),
     };
-    Ok(row.insert(db).await?)
+    insert_for::<action::Entity>(db, tenant, row).await
 }
 
-pub async fn find(db: &Pool, org_id: Uuid, id: Uuid) -> Result<action::Model, ServiceError> {
-    get_in::<action::Entity>(db, org_id, id).await
+pub async fn find(db: &Pool, tenant: &Tenant, id: Uuid) -> Result<action::Model, ServiceError> {
+    get_for::<action::Entity>(db, tenant, id).await
 }
 
 /// One page of the organization's actions, of one tool when `tool_id` is given.
 pub async fn list(
     db: &Pool,
-    org_id: Uuid,
+    tenant: &Tenant,
     tool_id: Option<Uuid>,
     page: PageRequest,
 ) -> Result<Page<action::Model>, ServiceError> {
-    let mut rows = action::Entity::find_in(org_id);
-    if let Some(tool_id) = tool_id {
-        rows = rows.filter(action::Column::ToolId.eq(tool_id));
-    }
-    Ok(fetch_page(db, rows, action::Column::Id, |row| row.id, page).await?)
+    let condition = Condition::all().add_option(tool_id.map(|id| action::Column::ToolId.eq(id)));
+    page_for::<action::Entity>(db, tenant, condition, page).await
 }
 
 pub async fn update(
     db: &Pool,
-    org_id: Uuid,
+    tenant: &Tenant,
     id: Uuid,
     changes: ActionChanges,
 ) -> Result<action::Model, ServiceError> {
-    let current = find(db, org_id, id).await?;
+    let current = find(db, tenant, id).await?;
     if let Some(tool_id) = changes.tool_id {
-        require_reference::<tool::Entity>(db, org_id, "toolId", tool_id).await?;
+        require_reference::<tool::Entity>(db, tenant, "toolId", tool_id).await?;
     }
     let mut row: action::ActiveModel = Default::default();
     let changed = set_if_changed(&mut row.tool_id, &current.tool_id, changes.tool_id)
@@ -95,11 +94,10 @@ pub async fn update(
         return Ok(current);
     }
     row.updated_at = Set(now());
-    update_returning::<action::Entity>(db, org_id, id, row)
-        .await?
-        .ok_or(ServiceError::NotFound("action"))
+    update_returning::<action::Entity>(db, tenant, id, row)
+        .await
 }
 
-pub async fn delete(db: &Pool, org_id: Uuid, id: Uuid) -> Result<(), ServiceError> {
-    delete_one_in::<action::Entity>(db, org_id, id).await
+pub async fn delete(db: &Pool, tenant: &Tenant, id: Uuid) -> Result<(), ServiceError> {
+    delete_one_for::<action::Entity>(db, tenant, id).await
 }

@@ -1,13 +1,15 @@
 //! Execution logs: the audit trail of flow runs.
 
 use entity::{execution_log, flow};
-use sea_orm::{ActiveModelTrait, ColumnTrait, Condition, QueryFilter, Set};
+use sea_orm::{ColumnTrait, Condition, Set};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::pagination::{fetch_page, Page, PageRequest};
+use super::pagination::{Page, PageRequest};
+use super::tenancy::Tenant;
 use super::tenant_scope::{
-    delete_one_in, get_in, require_reference, set_if_changed, update_returning, TenantScoped,
+    delete_one_for, get_for, insert_for, page_for, require_reference, set_if_changed,
+    update_returning,
 };
 use super::{now, ServiceError};
 use crate::db::Pool;
@@ -47,17 +49,16 @@ pub struct ExecutionLogFilter {
 
 pub async fn create(
     db: &Pool,
-    org_id: Uuid,
-    user_id: Uuid,
+    tenant: &Tenant,
     new: NewExecutionLog,
 ) -> Result<execution_log::Model, ServiceError> {
-    require_reference::<flow::Entity>(db, org_id, "flowId", new.flow_id).await?;
+    require_reference::<flow::Entity>(db, tenant, "flowId", new.flow_id).await?;
     let at = now();
     let row = execution_log::ActiveModel {
         id: Set(Uuid::now_v7()),
-        org_id: Set(org_id),
+        org_id: Set(tenant.org_id),
         flow_id: Set(new.flow_id),
-        user_id: Set(user_id),
+        user_id: Set(tenant.user_id),
         execution_id: Set(new.execution_id),
         step_id: Set(new.step_id),
         status: Set(new.status),
@@ -67,16 +68,16 @@ pub async fn create(
         created_at: Set(at),
         updated_at: Set(at),
     };
-    Ok(row.insert(db).await?)
+    insert_for::<execution_log::Entity>(db, tenant, row).await
 }
 
-pub async fn find(db: &Pool, org_id: Uuid, id: Uuid) -> Result<execution_log::Model, ServiceError> {
-    get_in::<execution_log::Entity>(db, org_id, id).await
+pub async fn find(db: &Pool, tenant: &Tenant, id: Uuid) -> Result<execution_log::Model, ServiceError> {
+    get_for::<execution_log::Entity>(db, tenant, id).await
 }
 
 pub async fn list(
     db: &Pool,
-    org_id: Uuid,
+    tenant: &Tenant,
     filter: ExecutionLogFilter,
     page: PageRequest,
 ) -> Result<Page<execution_log::Model>, ServiceError> {
@@ -101,19 +102,18 @@ pub async fn list(
                 .status
                 .map(|status| execution_log::Column::Status.eq(status)),
         );
-    let rows = execution_log::Entity::find_in(org_id).filter(condition);
-    Ok(fetch_page(db, rows, execution_log::Column::Id, |row| row.id, page).await?)
+    page_for::<execution_log::Entity>(db, tenant, condition, page).await
 }
 
 pub async fn update(
     db: &Pool,
-    org_id: Uuid,
+    tenant: &Tenant,
     id: Uuid,
     changes: ExecutionLogChanges,
 ) -> Result<execution_log::Model, ServiceError> {
-    let current = find(db, org_id, id).await?;
+    let current = find(db, tenant, id).await?;
     if let Some(flow_id) = changes.flow_id {
-        require_reference::<flow::Entity>(db, org_id, "flowId", flow_id).await?;
+        require_reference::<flow::Entity>(db, tenant, "flowId", flow_id).await?;
     }
     let mut row: execution_log::ActiveModel = Default::default();
     let changed = set_if_changed(&mut row.flow_id, &current.flow_id, changes.flow_id)
@@ -131,11 +131,10 @@ pub async fn update(
         return Ok(current);
     }
     row.updated_at = Set(now());
-    update_returning::<execution_log::Entity>(db, org_id, id, row)
-        .await?
-        .ok_or(ServiceError::NotFound("execution log"))
+    update_returning::<execution_log::Entity>(db, tenant, id, row)
+        .await
 }
 
-pub async fn delete(db: &Pool, org_id: Uuid, id: Uuid) -> Result<(), ServiceError> {
-    delete_one_in::<execution_log::Entity>(db, org_id, id).await
+pub async fn delete(db: &Pool, tenant: &Tenant, id: Uuid) -> Result<(), ServiceError> {
+    delete_one_for::<execution_log::Entity>(db, tenant, id).await
 }

@@ -2,13 +2,15 @@
 
 use entity::{execution_log, flow};
 use sea_orm::sea_query::{Expr, ExprTrait};
-use sea_orm::{ActiveModelTrait, ColumnTrait, QueryFilter, Set};
+use sea_orm::{ColumnTrait, Condition, QueryFilter, Set};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::pagination::{fetch_page, Page, PageRequest};
+use super::pagination::{Page, PageRequest};
+use super::tenancy::Tenant;
 use super::tenant_scope::{
-    delete_with_dependents, get_in, set_if_changed, Dependents, TenantScoped,
+    delete_with_dependents, get_for, insert_for, page_for, set_if_changed, Dependents,
+    TenantScoped,
 };
 use super::{now, ServiceError};
 use crate::db::Pool;
@@ -34,31 +36,30 @@ fn stale(expected: i32, stored: i32) -> ServiceError {
     ))
 }
 
-pub async fn create(db: &Pool, org_id: Uuid, new: NewFlow) -> Result<flow::Model, ServiceError> {
+pub async fn create(db: &Pool, tenant: &Tenant, new: NewFlow) -> Result<flow::Model, ServiceError> {
     let at = now();
     let row = flow::ActiveModel {
         id: Set(Uuid::now_v7()),
-        org_id: Set(org_id),
+        org_id: Set(tenant.org_id),
         name: Set(new.name),
         steps: Set(new.steps),
         version: Set(1),
         created_at: Set(at),
         updated_at: Set(at),
     };
-    Ok(row.insert(db).await?)
+    insert_for::<flow::Entity>(db, tenant, row).await
 }
 
-pub async fn find(db: &Pool, org_id: Uuid, id: Uuid) -> Result<flow::Model, ServiceError> {
-    get_in::<flow::Entity>(db, org_id, id).await
+pub async fn find(db: &Pool, tenant: &Tenant, id: Uuid) -> Result<flow::Model, ServiceError> {
+    get_for::<flow::Entity>(db, tenant, id).await
 }
 
 pub async fn list(
     db: &Pool,
-    org_id: Uuid,
+    tenant: &Tenant,
     page: PageRequest,
 ) -> Result<Page<flow::Model>, ServiceError> {
-    let rows = flow::Entity::find_in(org_id);
-    Ok(fetch_page(db, rows, flow::Column::Id, |row| row.id, page).await?)
+    page_for::<flow::Entity>(db, tenant, Condition::all(), page).await
 }
 
 /// How often an update without a precondition reads the flow again after a concurrent update
@@ -70,20 +71,20 @@ const ATTEMPTS_WITHOUT_PRECONDITION: usize = 8;
 /// the flow is read again and the change applied to what is there now.
 pub async fn update(
     db: &Pool,
-    org_id: Uuid,
+    tenant: &Tenant,
     id: Uuid,
     changes: FlowChanges,
 ) -> Result<flow::Model, ServiceError> {
     if changes.expected_version.is_some() {
-        return update_once(db, org_id, id, changes).await;
+        return update_once(db, tenant, id, changes).await;
     }
     for _ in 1..ATTEMPTS_WITHOUT_PRECONDITION {
-        match update_once(db, org_id, id, changes.clone()).await {
+        match update_once(db, tenant, id, changes.clone()).await {
             Err(ServiceError::Conflict(_)) => continue,
             done => return done,
         }
     }
-    update_once(db, org_id, id, changes).await
+    update_once(db, tenant, id, changes).await
 }
 
 /// One read-compare-write. A change to `name` or `steps` adds 1 to the version, in the same
@@ -91,11 +92,11 @@ pub async fn update(
 /// one wins and the others get a conflict, so none is silently lost.
 async fn update_once(
     db: &Pool,
-    org_id: Uuid,
+    tenant: &Tenant,
     id: Uuid,
     changes: FlowChanges,
 ) -> Result<flow::Model, ServiceError> {
-    let current = find(db, org_id, id).await?;
+    let current = find(db, tenant, id).await?;
     if let Some(expected) = changes.expected_version {
         if expected != current.version {
             return Err(stale(expected, current.version));
@@ -108,7 +109,7 @@ async fn update_once(
         return Ok(current);
     }
     row.updated_at = Set(now());
-    let mut updated = flow::Entity::update_in(org_id, id)
+    let mut updated = flow::Entity::update_for(tenant, id)
         .set(row)
         .col_expr(
             flow::Column::Version,
@@ -120,7 +121,7 @@ async fn update_once(
     match updated.pop() {
         Some(row) => Ok(row),
         None => {
-            let stored = find(db, org_id, id).await?;
+            let stored = find(db, tenant, id).await?;
             Err(stale(
                 changes.expected_version.unwrap_or(current.version),
                 stored.version,
@@ -129,10 +130,10 @@ async fn update_once(
     }
 }
 
-pub async fn delete(db: &Pool, org_id: Uuid, id: Uuid, cascade: bool) -> Result<(), ServiceError> {
+pub async fn delete(db: &Pool, tenant: &Tenant, id: Uuid, cascade: bool) -> Result<(), ServiceError> {
     let logs = Dependents::<execution_log::Entity> {
         column: execution_log::Column::FlowId,
         label: "execution logs",
     };
-    delete_with_dependents::<flow::Entity, _>(db, org_id, id, cascade, logs).await
+    delete_with_dependents::<flow::Entity, _>(db, tenant, id, cascade, logs).await
 }

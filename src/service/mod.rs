@@ -19,6 +19,9 @@ pub enum ServiceError {
     /// No such row in the caller's scope; names the kind of row.
     #[error("no such {0}")]
     NotFound(&'static str),
+    /// The caller is not a user of the organization it names.
+    #[error("the caller is not a user of the organization")]
+    NotAMember,
     #[error("conflict: {0}")]
     Conflict(String),
     /// A body names a row that does not exist in the caller's organization.

@@ -89,11 +89,11 @@ impl OwnedRows {
 
 async fn owned_rows(db: &impl ConnectionTrait, org_id: Uuid) -> Result<OwnedRows, ServiceError> {
     Ok(OwnedRows {
-        users: user::Entity::find_in(org_id).count(db).await?,
-        tools: tool::Entity::find_in(org_id).count(db).await?,
-        actions: action::Entity::find_in(org_id).count(db).await?,
-        flows: flow::Entity::find_in(org_id).count(db).await?,
-        execution_logs: execution_log::Entity::find_in(org_id).count(db).await?,
+        users: user::Entity::find_in_org(org_id).count(db).await?,
+        tools: tool::Entity::find_in_org(org_id).count(db).await?,
+        actions: action::Entity::find_in_org(org_id).count(db).await?,
+        flows: flow::Entity::find_in_org(org_id).count(db).await?,
+        execution_logs: execution_log::Entity::find_in_org(org_id).count(db).await?,
     })
 }
 
@@ -111,11 +111,11 @@ pub async fn delete(db: &Pool, id: Uuid, cascade: bool) -> Result<(), ServiceErr
         )));
     }
     // Children before parents, so that every foreign key holds at each step.
-    execution_log::Entity::delete_in(id).exec(&txn).await?;
-    action::Entity::delete_in(id).exec(&txn).await?;
-    flow::Entity::delete_in(id).exec(&txn).await?;
-    tool::Entity::delete_in(id).exec(&txn).await?;
-    user::Entity::delete_in(id).exec(&txn).await?;
+    execution_log::Entity::delete_in_org(id).exec(&txn).await?;
+    action::Entity::delete_in_org(id).exec(&txn).await?;
+    flow::Entity::delete_in_org(id).exec(&txn).await?;
+    tool::Entity::delete_in_org(id).exec(&txn).await?;
+    user::Entity::delete_in_org(id).exec(&txn).await?;
     organization::Entity::delete_by_id(id).exec(&txn).await?;
     txn.commit().await?;
     Ok(())

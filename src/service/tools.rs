@@ -1,12 +1,14 @@
 //! Tools: the external APIs an organization calls.
 
 use entity::{action, tool};
-use sea_orm::{ActiveModelTrait, Set};
+use sea_orm::{Condition, Set};
 use uuid::Uuid;
 
-use super::pagination::{fetch_page, Page, PageRequest};
+use super::pagination::{Page, PageRequest};
+use super::tenancy::Tenant;
 use super::tenant_scope::{
-    delete_with_dependents, get_in, set_if_changed, update_returning, Dependents, TenantScoped,
+    delete_with_dependents, get_for, insert_for, page_for, set_if_changed, update_returning,
+    Dependents,
 };
 use super::{conflict_on_duplicate, now, ServiceError};
 use crate::db::Pool;
@@ -29,42 +31,41 @@ pub struct ToolChanges {
     pub auth_type: Option<String>,
 }
 
-pub async fn create(db: &Pool, org_id: Uuid, new: NewTool) -> Result<tool::Model, ServiceError> {
+pub async fn create(db: &Pool, tenant: &Tenant, new: NewTool) -> Result<tool::Model, ServiceError> {
     let at = now();
-    tool::ActiveModel {
+    let row = tool::ActiveModel {
         id: Set(Uuid::now_v7()),
-        org_id: Set(org_id),
+        org_id: Set(tenant.org_id),
         name: Set(new.name),
         base_url: Set(new.base_url),
         auth_type: Set(new.auth_type),
         created_at: Set(at),
         updated_at: Set(at),
-    }
-    .insert(db)
-    .await
-    .map_err(|err| conflict_on_duplicate(err, DUPLICATE_NAME))
+    };
+    insert_for::<tool::Entity>(db, tenant, row)
+        .await
+        .map_err(|err| conflict_on_duplicate(err, DUPLICATE_NAME))
 }
 
-pub async fn find(db: &Pool, org_id: Uuid, id: Uuid) -> Result<tool::Model, ServiceError> {
-    get_in::<tool::Entity>(db, org_id, id).await
+pub async fn find(db: &Pool, tenant: &Tenant, id: Uuid) -> Result<tool::Model, ServiceError> {
+    get_for::<tool::Entity>(db, tenant, id).await
 }
 
 pub async fn list(
     db: &Pool,
-    org_id: Uuid,
+    tenant: &Tenant,
     page: PageRequest,
 ) -> Result<Page<tool::Model>, ServiceError> {
-    let rows = tool::Entity::find_in(org_id);
-    Ok(fetch_page(db, rows, tool::Column::Id, |row| row.id, page).await?)
+    page_for::<tool::Entity>(db, tenant, Condition::all(), page).await
 }
 
 pub async fn update(
     db: &Pool,
-    org_id: Uuid,
+    tenant: &Tenant,
     id: Uuid,
     changes: ToolChanges,
 ) -> Result<tool::Model, ServiceError> {
-    let current = find(db, org_id, id).await?;
+    let current = find(db, tenant, id).await?;
     let mut row: tool::ActiveModel = Default::default();
     let changed = set_if_changed(&mut row.name, &current.name, changes.name)
         | set_if_changed(&mut row.base_url, &current.base_url, changes.base_url)
@@ -73,16 +74,15 @@ pub async fn update(
         return Ok(current);
     }
     row.updated_at = Set(now());
-    update_returning::<tool::Entity>(db, org_id, id, row)
+    update_returning::<tool::Entity>(db, tenant, id, row)
         .await
-        .map_err(|err| conflict_on_duplicate(err, DUPLICATE_NAME))?
-        .ok_or(ServiceError::NotFound("tool"))
+        .map_err(|err| conflict_on_duplicate(err, DUPLICATE_NAME))
 }
 
-pub async fn delete(db: &Pool, org_id: Uuid, id: Uuid, cascade: bool) -> Result<(), ServiceError> {
+pub async fn delete(db: &Pool, tenant: &Tenant, id: Uuid, cascade: bool) -> Result<(), ServiceError> {
     let actions = Dependents::<action::Entity> {
         column: action::Column::ToolId,
         label: "actions",
     };
-    delete_with_dependents::<tool::Entity, _>(db, org_id, id, cascade, actions).await
+    delete_with_dependents::<tool::Entity, _>(db, tenant, id, cascade, actions).await
 }

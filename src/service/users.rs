@@ -1,12 +1,14 @@
 //! Users of an organization.
 
 use entity::{execution_log, user};
-use sea_orm::{ActiveModelTrait, Set};
+use sea_orm::{Condition, Set};
 use uuid::Uuid;
 
-use super::pagination::{fetch_page, Page, PageRequest};
+use super::pagination::{Page, PageRequest};
+use super::tenancy::{self, Tenant};
 use super::tenant_scope::{
-    delete_with_dependents, get_in, set_if_changed, update_returning, Dependents, TenantScoped,
+    delete_with_dependents, get_for, insert_where, page_for, set_if_changed, update_returning,
+    Dependents,
 };
 use super::{conflict_on_duplicate, now, ServiceError};
 use crate::db::Pool;
@@ -32,42 +34,44 @@ fn fold(email: &str) -> String {
     email.to_lowercase()
 }
 
-pub async fn create(db: &Pool, org_id: Uuid, new: NewUser) -> Result<user::Model, ServiceError> {
+/// Adds a user when the tenant is a member, or when the organization exists and has no users
+/// yet (its first user); otherwise `NotAMember`. One statement either way.
+pub async fn create(db: &Pool, tenant: &Tenant, new: NewUser) -> Result<user::Model, ServiceError> {
     let at = now();
-    user::ActiveModel {
+    let row = user::ActiveModel {
         id: Set(Uuid::now_v7()),
-        org_id: Set(org_id),
+        org_id: Set(tenant.org_id),
         email_folded: Set(fold(&new.email)),
         email: Set(new.email),
         name: Set(new.name),
         created_at: Set(at),
         updated_at: Set(at),
-    }
-    .insert(db)
-    .await
-    .map_err(|err| conflict_on_duplicate(err, DUPLICATE_EMAIL))
+    };
+    insert_where::<user::Entity>(db, row, tenancy::may_add_user(tenant))
+        .await
+        .map_err(|err| conflict_on_duplicate(err, DUPLICATE_EMAIL))?
+        .ok_or(ServiceError::NotAMember)
 }
 
-pub async fn find(db: &Pool, org_id: Uuid, id: Uuid) -> Result<user::Model, ServiceError> {
-    get_in::<user::Entity>(db, org_id, id).await
+pub async fn find(db: &Pool, tenant: &Tenant, id: Uuid) -> Result<user::Model, ServiceError> {
+    get_for::<user::Entity>(db, tenant, id).await
 }
 
 pub async fn list(
     db: &Pool,
-    org_id: Uuid,
+    tenant: &Tenant,
     page: PageRequest,
 ) -> Result<Page<user::Model>, ServiceError> {
-    let rows = user::Entity::find_in(org_id);
-    Ok(fetch_page(db, rows, user::Column::Id, |row| row.id, page).await?)
+    page_for::<user::Entity>(db, tenant, Condition::all(), page).await
 }
 
 pub async fn update(
     db: &Pool,
-    org_id: Uuid,
+    tenant: &Tenant,
     id: Uuid,
     changes: UserChanges,
 ) -> Result<user::Model, ServiceError> {
-    let current = find(db, org_id, id).await?;
+    let current = find(db, tenant, id).await?;
     let mut row: user::ActiveModel = Default::default();
     let email_folded = changes.email.as_deref().map(fold);
     let changed = set_if_changed(&mut row.email, &current.email, changes.email)
@@ -77,16 +81,15 @@ pub async fn update(
     }
     set_if_changed(&mut row.email_folded, &current.email_folded, email_folded);
     row.updated_at = Set(now());
-    update_returning::<user::Entity>(db, org_id, id, row)
+    update_returning::<user::Entity>(db, tenant, id, row)
         .await
-        .map_err(|err| conflict_on_duplicate(err, DUPLICATE_EMAIL))?
-        .ok_or(ServiceError::NotFound("user"))
+        .map_err(|err| conflict_on_duplicate(err, DUPLICATE_EMAIL))
 }
 
-pub async fn delete(db: &Pool, org_id: Uuid, id: Uuid, cascade: bool) -> Result<(), ServiceError> {
+pub async fn delete(db: &Pool, tenant: &Tenant, id: Uuid, cascade: bool) -> Result<(), ServiceError> {
     let logs = Dependents::<execution_log::Entity> {
         column: execution_log::Column::UserId,
         label: "execution logs",
     };
-    delete_with_dependents::<user::Entity, _>(db, org_id, id, cascade, logs).await
+    delete_with_dependents::<user::Entity, _>(db, tenant, id, cascade, logs).await
 }

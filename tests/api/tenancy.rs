@@ -50,6 +50,26 @@ async fn one_of_each(app: &TestApp, caller: &Caller) -> Vec<(&'static str, Strin
     ]
 }
 
+/// A valid new row for each collection, naming `tool` and `flow` where it needs a reference.
+fn new_row_for(collection: &str, tool: &str, flow: &str) -> Value {
+    match collection {
+        "/users" => json!({ "email": "new@example.com" }),
+        "/tools" => json!({ "name": "New", "baseUrl": "https://new.example", "authType": "none" }),
+        "/actions" => json!({ "toolId": tool, "method": "GET", "endpoint": "/new" }),
+        "/flows" => json!({ "steps": [{ "id": "new", "type": "action" }] }),
+        _ => json!({ "flowId": flow, "stepId": "new", "status": "queued", "inputs": {} }),
+    }
+}
+
+/// Everything `caller` can see in every collection.
+async fn everything(app: &TestApp, caller: &Caller) -> Vec<Value> {
+    let mut seen = Vec::new();
+    for collection in ["/users", "/tools", "/actions", "/flows", "/execution-logs"] {
+        seen.push(app.get_as(caller, collection).await.body);
+    }
+    seen
+}
+
 /// A harmless valid update for each resource.
 fn update_for(collection: &str) -> Value {
     match collection {
@@ -89,6 +109,57 @@ on_both_backends! {
         app.post_as(&stranger, "/users", &json!({ "email": "x@example.com" })).await.assert_problem(403);
         let no_org = Caller { org_id: Uuid::now_v7().to_string(), user_id: acme.user_id.clone() };
         app.get_as(&no_org, "/tools").await.assert_problem(403);
+    }
+
+    async fn a_caller_who_is_not_a_member_gets_403_on_every_tenant_operation_and_nothing_changes(app) {
+        let acme = app.new_tenant("acme").await;
+        let globex = app.new_tenant("globex").await;
+        let rows = one_of_each(&app, &acme).await;
+        let (tool, flow) = (&rows[1].1, &rows[3].1);
+        let departed = app.create_as(&acme, "/users", &json!({ "email": "departed@example.com" })).await;
+        let departed = Caller { org_id: acme.org_id.clone(), user_id: departed };
+        app.delete_as(&acme, &format!("/users/{}", departed.user_id)).await;
+        let before = everything(&app, &acme).await;
+        let strangers = [
+            ("a user of another organization", Caller { org_id: acme.org_id.clone(), user_id: globex.user_id.clone() }),
+            ("an unknown user", Caller { org_id: acme.org_id.clone(), user_id: Uuid::now_v7().to_string() }),
+            ("a deleted user", departed),
+            ("an unknown organization", Caller { org_id: Uuid::now_v7().to_string(), user_id: acme.user_id.clone() }),
+        ];
+        for (who, stranger) in &strangers {
+            for (collection, id) in &rows {
+                let new_row = new_row_for(collection, tool, flow);
+                let reply = app.post_as(stranger, collection, &new_row).await;
+                assert_eq!(reply.status, 403, "{who}: POST {collection}: {}", reply.text);
+                for path in [collection.to_string(), format!("{collection}?limit=1")] {
+                    assert_eq!(app.get_as(stranger, &path).await.status, 403, "{who}: GET {path}");
+                }
+                for id in [id.clone(), Uuid::now_v7().to_string()] {
+                    let path = format!("{collection}/{id}");
+                    assert_eq!(app.get_as(stranger, &path).await.status, 403, "{who}: GET {path}");
+                    let reply = app.put_as(stranger, &path, &update_for(collection)).await;
+                    assert_eq!(reply.status, 403, "{who}: PUT {path}: {}", reply.text);
+                    assert_eq!(app.put_as(stranger, &path, &json!({})).await.status, 403, "{who}: PUT {{}} {path}");
+                    assert_eq!(app.delete_as(stranger, &path).await.status, 403, "{who}: DELETE {path}");
+                    let cascade = format!("{path}?cascade=true");
+                    if !matches!(*collection, "/actions" | "/execution-logs") {
+                        assert_eq!(app.delete_as(stranger, &cascade).await.status, 403, "{who}: DELETE {cascade}");
+                    }
+                }
+            }
+        }
+        assert_eq!(everything(&app, &acme).await, before, "nothing read by a stranger was written");
+    }
+
+    async fn a_user_who_deletes_themselves_is_a_stranger_from_then_on(app) {
+        let acme = app.new_tenant("acme").await;
+        let other = app.create_as(&acme, "/users", &json!({ "email": "other@example.com" })).await;
+        let me = format!("/users/{}", acme.user_id);
+        assert_eq!(app.delete_as(&acme, &me).await.status, 204);
+        app.get_as(&acme, "/tools").await.assert_problem(403);
+        app.get_as(&acme, &format!("/users/{other}")).await.assert_problem(403);
+        let member = Caller { org_id: acme.org_id.clone(), user_id: other };
+        assert_eq!(app.get_as(&member, &me).await.status, 404, "gone for the members who remain");
     }
 
     async fn the_first_user_of_an_empty_organization_may_be_created_by_anyone_then_only_by_members(app) {
