@@ -18,6 +18,9 @@ import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 
 BINARY = os.environ["BENCH_BINARY"]
+# The build before the latest optimisation, measured in the same run (bench/run.sh builds it).
+BASELINE_BINARY = os.environ.get("BENCH_BASELINE_BINARY")
+BASELINE_REV = os.environ.get("BENCH_BASELINE_REV", "baseline")
 SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
 ADMIN_URL = os.environ["TEST_DATABASE_URL"]
 POSTGRES_LOG = os.environ["TEST_POSTGRES_LOG"]
@@ -25,6 +28,8 @@ LUA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "wrk")
 CONNECTIONS = 16  # wrk connections = pgbench clients = the server's pool size
 THREADS = 2  # the machine's cores
 ORGS, USERS, TOOLS, FLOWS, LOGS = 10, 10, 100, 20, 1000
+DATABASE = "tolstoy_bench"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def say(text):
@@ -44,12 +49,12 @@ def psql(url, sql):
 class Server:
     """The release binary on `url`, with the pool as large as the load's connection count."""
 
-    def __init__(self, url, **env):
+    def __init__(self, url, binary=BINARY, **env):
         self.port = free_port()
         environment = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DIRECT_URL")}
         environment.update(DATABASE_URL=url, PORT=str(self.port), RUST_LOG="warn",
                            DB_MAX_CONNECTIONS=str(CONNECTIONS), **env)
-        self.process = subprocess.Popen([BINARY, "serve", "--migrate"], env=environment,
+        self.process = subprocess.Popen([binary, "serve", "--migrate"], env=environment,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.base = f"http://127.0.0.1:{self.port}"
         for _ in range(200):
@@ -137,12 +142,50 @@ def seed(server):
     return organizations
 
 
+def cpu_seconds(pids):
+    """User + system CPU seconds used so far by each of `pids` that is still alive."""
+    used = {}
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        used[pid] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return used
+
+
+def backends():
+    """The PostgreSQL processes serving connections to the benchmark's database."""
+    found = subprocess.run(["pgrep", "-f", f"^postgres: .* {DATABASE} "], capture_output=True, text=True)
+    return [int(pid) for pid in found.stdout.split()]
+
+
+def run_measuring_cpu(command, seconds, others, **options):
+    """Runs `command` for about `seconds` and returns its stdout and the CPU seconds per second
+    of wall time that it, each process group of `others` (name -> pids) and PostgreSQL's
+    backends used in the middle of the run (a second in from either end, when all are busy)."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **options)
+    margin = 1 if seconds >= 3 else 0
+    time.sleep(margin)
+    groups = {"client": [process.pid], **others, "postgres": backends()}
+    started, before = time.monotonic(), {name: cpu_seconds(pids) for name, pids in groups.items()}
+    time.sleep(max(seconds - 2 * margin, 0.5))
+    elapsed, after = time.monotonic() - started, {name: cpu_seconds(pids) for name, pids in groups.items()}
+    out, err = process.communicate()
+    if process.returncode != 0:
+        raise RuntimeError(f"{command[0]} failed: {err[-500:]}")
+    load = {name: sum(after[name][pid] - before[name][pid] for pid in after[name] if pid in before[name]) / elapsed
+            for name in groups}
+    return out, load
+
+
 def wrk(server, script, tenant, seconds=SECONDS, connections=CONNECTIONS, threads=THREADS, **env):
     environment = dict(os.environ, BENCH_LUA_DIR=LUA_DIR, BENCH_ORG=tenant["org"],
                        BENCH_USER=tenant["user"], **env)
-    out = subprocess.run(["wrk", "--latency", "-t", str(threads), "-c", str(connections),
-                          "-d", f"{seconds}s", "-s", os.path.join(LUA_DIR, script), server.base],
-                         check=True, capture_output=True, text=True, env=environment).stdout
+    out, load = run_measuring_cpu(["wrk", "--latency", "-t", str(threads), "-c", str(connections),
+                                   "-d", f"{seconds}s", "-s", os.path.join(LUA_DIR, script), server.base],
+                                  seconds, {"server": [server.process.pid]}, env=environment)
     def number(pattern, default="0"):
         found = re.search(pattern, out, re.MULTILINE)
         return found.group(1) if found else default
@@ -155,7 +198,7 @@ def wrk(server, script, tenant, seconds=SECONDS, connections=CONNECTIONS, thread
         say(f"{script}: {failure}")
     return {"rps": float(number(r"Requests/sec:\s+([\d.]+)")),
             "p50": millis(number(r"^\s+50%\s+(\S+)")), "p99": millis(number(r"^\s+99%\s+(\S+)")),
-            "requests": int(number(r"(\d+) requests in")), "errors": errors}
+            "requests": int(number(r"(\d+) requests in")), "errors": errors, "cpu": load}
 
 
 def statements_of(server, tenant, method, path, body, count=50):
@@ -187,21 +230,29 @@ def statements_of(server, tenant, method, path, body, count=50):
     return per_request, statements[-round(per_request):]
 
 
-def pgbench_script(statements, name):
+def pgbench_script(url, statements, name):
     """A pgbench script of the server's statements with their logged parameter values inlined;
-    for an INSERT, `id` and `name` are made unique per transaction as the API makes them."""
+    for an INSERT, `id` and `name` are made unique per transaction as the API makes them, and
+    each value is cast to its column's type, as the server's typed parameters are (in
+    `INSERT … SELECT` a bare literal would be text)."""
     lines = []
     for text, parameters in statements:
-        columns = re.search(r'INSERT INTO "\w+" \(([^)]*)\) VALUES \(([^)]*)\)', text)
-        unique = {}
-        if columns:
-            names = [c.strip().strip('"') for c in columns.group(1).split(",")]
-            values = [v.strip() for v in columns.group(2).split(",")]
-            unique = {values[names.index("id")]: "gen_random_uuid()",
-                      values[names.index("name")]: "'pgbench-' || gen_random_uuid()"}
+        # INSERT … VALUES ($1, …) or INSERT … SELECT $1, … WHERE <the tenant's membership>
+        insert = re.search(r'INSERT INTO "(\w+)" \(([^)]*)\) (?:VALUES \(|SELECT )((?:\$\d+(?:, )?)+)', text)
+        replace = {}
+        if insert:
+            types = dict(line.split("|") for line in psql(url, f"""
+                SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute
+                WHERE attrelid = '{insert.group(1)}'::regclass AND attnum > 0""").splitlines())
+            names = [c.strip().strip('"') for c in insert.group(2).split(",")]
+            values = [v.strip() for v in insert.group(3).split(",")]
+            replace = {value: f"{parameters.get(value[1:], 'NULL')}::{types[column]}"
+                       for column, value in zip(names, values)}
+            replace[values[names.index("id")]] = "gen_random_uuid()"
+            replace[values[names.index("name")]] = "'pgbench-' || gen_random_uuid()"
         def inline(match):
             token = match.group(0)
-            return unique.get(token) or parameters.get(token[1:], "NULL")
+            return replace.get(token) or parameters.get(token[1:], "NULL")
         lines.append(re.sub(r"\$\d+", inline, text) + ";")
     path = f"/tmp/tolstoy-bench-{name}.sql"
     with open(path, "w") as script:
@@ -211,12 +262,11 @@ def pgbench_script(statements, name):
 
 def pgbench(url, script, seconds=SECONDS):
     """pgbench exits non-zero when a transaction fails, so a result has no errors."""
-    out = subprocess.run(["pgbench", "-n", "-M", "prepared", "-c", str(CONNECTIONS), "-j", str(THREADS),
-                          "-T", str(seconds), "-f", script, url],
-                         check=True, capture_output=True, text=True).stdout
+    out, load = run_measuring_cpu(["pgbench", "-n", "-M", "prepared", "-c", str(CONNECTIONS), "-j", str(THREADS),
+                                   "-T", str(seconds), "-f", script, url], seconds, {})
     tps = float(re.search(r"tps = ([\d.]+) \(without initial connection time\)", out).group(1))
     latency = float(re.search(r"latency average = ([\d.]+) ms", out).group(1))
-    return {"tps": tps, "latency": latency}
+    return {"tps": tps, "latency": latency, "cpu": load}
 
 
 def row(*cells):
@@ -265,38 +315,61 @@ def grow_execution_logs(url, tenant, flow, total):
         ANALYZE execution_logs;""")
 
 
+def builds():
+    """What is measured, oldest first: each optimisation beside the build before it."""
+    measured = []
+    if BASELINE_BINARY:
+        measured += [
+            (f"{BASELINE_REV}, ping before each statement", BASELINE_BINARY, {"DB_TEST_BEFORE_ACQUIRE": "true"}),
+            (f"{BASELINE_REV}", BASELINE_BINARY, {}),
+        ]
+    return measured + [("this build", BINARY, {})]
+
+
+def ceiling_of(url, server, tenant, label):
+    """The server's SQL for `GET /tools/{id}` and `POST /tools`, and pgbench running it."""
+    tool_id = tenant["tools"][0]
+    found = {}
+    for name, method, path, body in (
+            ("GET /tools/{id}", "GET", f"/tools/{tool_id}", None),
+            ("POST /tools", "POST", "/tools",
+             lambda n: {"name": f"probe-{n}-{time.time_ns()}", "baseUrl": "https://x.example", "authType": "none"})):
+        trips, sql = statements_of(server, tenant, method, path, body)
+        script, lines = pgbench_script(url, sql, f"{label}-{method}".replace(" ", "-").replace(",", ""))
+        found[name] = {"trips": trips, "sql": sql, "script": script, "lines": lines}
+    return found
+
+
 def main():
     say(f"{THREADS} threads, {CONNECTIONS} connections, {SECONDS} s per scenario")
-    database = "tolstoy_bench"
+    database = DATABASE
     psql(ADMIN_URL, f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
     psql(ADMIN_URL, f"CREATE DATABASE {database}")
     url = database_url(database)
     psql(url, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
-    # Before the first optimisation: a ping round trip whenever a connection leaves the pool
-    # (sea-orm's default, which the server used until this benchmark).
-    before = Server(url, DB_TEST_BEFORE_ACQUIRE="true")
-    organizations = seed(before)
-    tenant = organizations[0]
-    results_before = measure_load("before", before, tenant)
-    before.stop()
-
-    server = Server(url)
-    idle = server.memory("VmRSS")
-
-    # Round trips and the ceiling: the server's own SQL, replayed by pgbench.
-    tool_id = tenant["tools"][0]
-    get_trips, get_sql = statements_of(server, tenant, "GET", f"/tools/{tool_id}", None)
-    post_trips, post_sql = statements_of(
-        server, tenant, "POST", "/tools",
-        lambda n: {"name": f"probe-{n}-{time.time_ns()}", "baseUrl": "https://x.example", "authType": "none"})
-    get_script, get_lines = pgbench_script(get_sql, "get-tool")
-    post_script, post_lines = pgbench_script(post_sql, "post-tool")
-
-    results = measure_load("after", server, tenant)
-    after = server.memory("VmRSS")
-    ceiling = {"GET /tools/{id}": pgbench(url, get_script), "POST /tools": pgbench(url, post_script)}
-    for name, result in ceiling.items():
-        say(f"pgbench: {name}: {result['tps']:.0f} tps, {result['latency']:.2f} ms average")
+    organizations = None
+    runs = []
+    sql_of = {}  # by binary: a ping is a protocol message, so settings do not change the SQL
+    measured = builds()
+    for index, (label, binary, env) in enumerate(measured):
+        server = Server(url, binary, **env)
+        if organizations is None:
+            organizations = seed(server)
+            tenant = organizations[0]
+        idle = server.memory("VmRSS")
+        if binary not in sql_of:
+            sql_of[binary] = {"label": label.split(",")[0], **ceiling_of(url, server, tenant, label)}
+        results = measure_load(label, server, tenant)
+        after = server.memory("VmRSS")
+        runs.append({"label": label, "results": results, "sql": sql_of[binary], "idle": idle, "after": after})
+        if index < len(measured) - 1:
+            server.stop()
+    for sql in sql_of.values():
+        for name in ("GET /tools/{id}", "POST /tools"):
+            sql[name]["ceiling"] = pgbench(url, sql[name]["script"])
+            say(f"pgbench: {sql['label']}: {name}: {sql[name]['ceiling']['tps']:.0f} tps, "
+                f"{sql[name]['ceiling']['latency']:.2f} ms average")
+    results, idle, after = runs[-1]["results"], runs[-1]["idle"], runs[-1]["after"]
 
     # Scaling: the first page of one organization's execution logs at 10 thousand and 1 million.
     scale_tenant = organizations[1]
@@ -314,21 +387,34 @@ def main():
     row("scenario", "build", "req/s", "p50 ms", "p99 ms", "errors", "peak RSS MiB", "pgbench ceiling tps",
         "of ceiling")
     row(*["---"] * 9)
-    for name, r in results.items():
-        c = ceiling.get(name)
-        for build, result in (("before", results_before[name]), ("after", r)):
-            row(name, build, f"{result['rps']:.0f}", f"{result['p50']:.2f}", f"{result['p99']:.2f}",
-                result["errors"], f"{result['peak']:.1f}", f"{c['tps']:.0f}" if c else "",
-                f"{result['rps'] / c['tps']:.0%}" if c else "")
+    for name in results:
+        for run in runs:
+            r, c = run["results"][name], run["sql"].get(name, {}).get("ceiling")
+            row(name, run["label"], f"{r['rps']:.0f}", f"{r['p50']:.2f}", f"{r['p99']:.2f}", r["errors"],
+                f"{r['peak']:.1f}", f"{c['tps']:.0f}" if c else "", f"{r['rps'] / c['tps']:.0%}" if c else "")
+    print("\n### CPU per request (µs of user + system time; the machine has 2 cores to share)\n")
+    row("request", "build", "requests/s", "load generator", "server", "PostgreSQL", "total", "cores busy")
+    row(*["---"] * 8)
+    for name in ("GET /tools/{id}", "POST /tools"):
+        measured = [(f"wrk, {run['label']}", run["results"][name]) for run in runs]
+        measured += [(f"pgbench, the SQL of {sql['label']}", sql[name]["ceiling"]) for sql in sql_of.values()]
+        for label, result in measured:
+            rate, cpu = result.get("rps") or result["tps"], result["cpu"]
+            micros = {group: used / rate * 1e6 for group, used in cpu.items()}
+            server = f"{micros['server']:.0f}" if "server" in micros else ""
+            row(name, label, f"{rate:.0f}", f"{micros['client']:.0f}", server, f"{micros['postgres']:.0f}",
+                f"{sum(micros.values()):.0f}", f"{sum(cpu.values()):.2f}")
     print(f"\n### Database round trips per request (PostgreSQL statement log, 50 requests each)\n")
-    row("request", "statements per request", "what they are")
-    row("---", "---", "---")
-    for name, trips, sql in (("GET /tools/{id}", get_trips, get_sql), ("POST /tools", post_trips, post_sql)):
-        kinds = "; ".join(text.split(" FROM ")[0][:60] for text, _ in sql)
-        row(name, f"{trips:g}", kinds.replace("|", "\\|"))
+    row("request", "build", "statements per request", "what they are")
+    row("---", "---", "---", "---")
+    for sql in sql_of.values():
+        for name in ("GET /tools/{id}", "POST /tools"):
+            kinds = "; ".join(text.split(" FROM ")[0][:60] for text, _ in sql[name]["sql"])
+            row(name, sql["label"], f"{sql[name]['trips']:g}", kinds.replace("|", "\\|"))
     print("\n### pgbench scripts (the server's SQL, its logged parameters inlined)\n")
-    for name, lines in (("GET /tools/{id}", get_lines), ("POST /tools", post_lines)):
-        print(f"{name}:\n\n```sql\n" + "\n".join(lines) + "\n```\n")
+    for sql in sql_of.values():
+        for name in ("GET /tools/{id}", "POST /tools"):
+            print(f"{name}, {sql['label']}:\n\n```sql\n" + "\n".join(sql[name]["lines"]) + "\n```\n")
     print("### Scaling: first page of `GET /execution-logs?flowId=…&limit=50`, one connection\n")
     row("rows of the organization", "p50 ms", "p99 ms", "req/s")
     row("---", "---", "---", "---")

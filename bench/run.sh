@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The benchmark, one command: bench/run.sh [seconds per scenario, default 10]
 #
-# Builds the release binary, starts a throwaway PostgreSQL cluster (pg_stat_statements loaded),
-# and hands over to bench/bench.py, which starts the server on a fresh database, seeds it through
-# the API, drives each scenario with wrk, runs pgbench with the server's own SQL beside it, and
-# prints the tables of docs/benchmarks.md. Needs Debian's wrk and PostgreSQL (server + pgbench).
+# Builds the release binary and the baseline's (BENCH_BASELINE), starts a throwaway PostgreSQL
+# cluster (pg_stat_statements loaded), and hands over to bench/bench.py, which starts each build
+# on one fresh database seeded through the API, drives each scenario with wrk, runs pgbench with
+# the server's own SQL beside it, and prints the tables of docs/benchmarks.md. Needs Debian's wrk and PostgreSQL (server + pgbench).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib.sh
@@ -12,9 +12,25 @@ cd "$(dirname "$0")/.."
 
 command -v wrk >/dev/null || { log "wrk not found: apt-get install wrk"; exit 1; }
 command -v pgbench >/dev/null || { log "pgbench not found: apt-get install postgresql-contrib or postgresql"; exit 1; }
+# The commit before the latest optimisation (one statement per tenant request), measured in the
+# same run; BENCH_BASELINE= (empty) measures this build alone.
+BENCH_BASELINE="${BENCH_BASELINE-abb5ea6}"
+target="$(realpath -m "${CARGO_TARGET_DIR:-target}")"
+if [ -n "$BENCH_BASELINE" ]; then
+  log "release build of $BENCH_BASELINE, the baseline"
+  # A fixed path, so that cargo reuses its artifacts from one run to the next.
+  baseline_src="$target/bench-baseline-src"
+  git worktree remove --force "$baseline_src" 2>/dev/null || rm -rf "$baseline_src"
+  git worktree prune
+  git worktree add --quiet --detach "$baseline_src" "$BENCH_BASELINE"
+  (cd "$baseline_src" && CARGO_TARGET_DIR="$target" cargo build --release --quiet --bin tolstoy)
+  # Moved away, so that the build below cannot leave the baseline's binary in its place.
+  mv "$target/release/tolstoy" "$target/release/tolstoy-baseline"
+  git worktree remove --force "$baseline_src"
+  export BENCH_BASELINE_BINARY="$target/release/tolstoy-baseline" BENCH_BASELINE_REV="$BENCH_BASELINE"
+fi
 log "release build"
 cargo build --release --quiet --bin tolstoy
 unset TEST_DATABASE_URL
 POSTGRES_OPTIONS="-c shared_preload_libraries=pg_stat_statements" start_throwaway_postgres
-BENCH_BINARY="$(realpath "${CARGO_TARGET_DIR:-target}")/release/tolstoy" \
-  BENCH_SECONDS="${1:-10}" python3 bench/bench.py
+BENCH_BINARY="$target/release/tolstoy" BENCH_SECONDS="${1:-10}" python3 bench/bench.py

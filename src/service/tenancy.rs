@@ -27,7 +27,7 @@ const MEMBER: &str = "member";
 /// `SELECT 1 FROM users AS member WHERE member.org_id = $org_id`.
 fn users_of(org_id: Uuid) -> SelectStatement {
     Query::select()
-        .expr(Expr::val(1))
+        .expr(Expr::cust("1"))
         .from_as(user::Entity, Alias::new(MEMBER))
         .and_where(Expr::col((Alias::new(MEMBER), user::Column::OrgId)).eq(org_id))
         .to_owned()
@@ -46,7 +46,7 @@ pub fn member(tenant: &Tenant) -> Expr {
 /// has no users yet, so that it can get its first one.
 pub fn may_add_user(tenant: &Tenant) -> Expr {
     let organization = Query::select()
-        .expr(Expr::val(1))
+        .expr(Expr::cust("1"))
         .from(organization::Entity)
         .and_where(Expr::col((organization::Entity, organization::Column::Id)).eq(tenant.org_id))
         .to_owned();
