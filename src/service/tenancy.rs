@@ -4,9 +4,10 @@
 
 use entity::{organization, user};
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query, SelectStatement};
-use sea_orm::{ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter};
+use sea_orm::{ColumnTrait, ConnectionTrait, PaginatorTrait, QueryFilter};
 use uuid::Uuid;
 
+use super::tenant_scope::TenantScoped;
 use super::ServiceError;
 
 /// Who a tenant call acts for: a user claimed to belong to an organization.
@@ -55,9 +56,8 @@ pub fn may_add_user(tenant: &Tenant) -> Expr {
 
 /// Whether the tenant's claim holds now: one statement, asked only after a query found nothing.
 pub async fn is_member(db: &impl ConnectionTrait, tenant: &Tenant) -> Result<bool, ServiceError> {
-    let members = user::Entity::find()
-        .filter(Expr::col((user::Entity, user::Column::OrgId)).eq(tenant.org_id))
-        .filter(Expr::col((user::Entity, user::Column::Id)).eq(tenant.user_id))
+    let members = user::Entity::find_in_org(tenant.org_id)
+        .filter(user::Column::Id.eq(tenant.user_id))
         .count(db)
         .await?;
     Ok(members > 0)
