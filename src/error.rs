@@ -296,9 +296,9 @@ impl From<ServiceError> for ApiError {
     fn from(err: ServiceError) -> Self {
         match err {
             ServiceError::NotFound(what) => Self::not_found(format!("no such {what}")),
-            ServiceError::NotAMember => Self::forbidden(
-                "X-User-ID is not a user of the organization named by X-Org-ID",
-            ),
+            ServiceError::NotAMember => {
+                Self::forbidden("X-User-ID is not a user of the organization named by X-Org-ID")
+            }
             ServiceError::Conflict(detail) => Self::conflict(detail),
             ServiceError::UnknownReference { field, message } => {
                 Self::unknown_reference(field, &message)

@@ -94,8 +94,7 @@ pub async fn update(
         return Ok(current);
     }
     row.updated_at = Set(now());
-    update_returning::<action::Entity>(db, tenant, id, row)
-        .await
+    update_returning::<action::Entity>(db, tenant, id, row).await
 }
 
 pub async fn delete(db: &Pool, tenant: &Tenant, id: Uuid) -> Result<(), ServiceError> {

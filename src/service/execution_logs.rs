@@ -71,7 +71,11 @@ pub async fn create(
     insert_for::<execution_log::Entity>(db, tenant, row).await
 }
 
-pub async fn find(db: &Pool, tenant: &Tenant, id: Uuid) -> Result<execution_log::Model, ServiceError> {
+pub async fn find(
+    db: &Pool,
+    tenant: &Tenant,
+    id: Uuid,
+) -> Result<execution_log::Model, ServiceError> {
     get_for::<execution_log::Entity>(db, tenant, id).await
 }
 
@@ -131,8 +135,7 @@ pub async fn update(
         return Ok(current);
     }
     row.updated_at = Set(now());
-    update_returning::<execution_log::Entity>(db, tenant, id, row)
-        .await
+    update_returning::<execution_log::Entity>(db, tenant, id, row).await
 }
 
 pub async fn delete(db: &Pool, tenant: &Tenant, id: Uuid) -> Result<(), ServiceError> {

@@ -9,8 +9,7 @@ use uuid::Uuid;
 use super::pagination::{Page, PageRequest};
 use super::tenancy::Tenant;
 use super::tenant_scope::{
-    delete_with_dependents, get_for, insert_for, page_for, set_if_changed, Dependents,
-    TenantScoped,
+    delete_with_dependents, get_for, insert_for, page_for, set_if_changed, Dependents, TenantScoped,
 };
 use super::{now, ServiceError};
 use crate::db::Pool;
@@ -130,7 +129,12 @@ async fn update_once(
     }
 }
 
-pub async fn delete(db: &Pool, tenant: &Tenant, id: Uuid, cascade: bool) -> Result<(), ServiceError> {
+pub async fn delete(
+    db: &Pool,
+    tenant: &Tenant,
+    id: Uuid,
+    cascade: bool,
+) -> Result<(), ServiceError> {
     let logs = Dependents::<execution_log::Entity> {
         column: execution_log::Column::FlowId,
         label: "execution logs",

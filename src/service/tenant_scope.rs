@@ -163,11 +163,16 @@ pub async fn insert_where<E: TenantScoped>(
 ) -> Result<Option<E::Model>, ServiceError> {
     let (columns, values): (Vec<_>, Vec<_>) = E::Column::iter()
         .filter_map(|column| match row.get(column) {
-            ActiveValue::Set(value) | ActiveValue::Unchanged(value) => Some((column, Expr::val(value))),
+            ActiveValue::Set(value) | ActiveValue::Unchanged(value) => {
+                Some((column, Expr::val(value)))
+            }
             ActiveValue::NotSet => None,
         })
         .unzip();
-    let values = Query::select().exprs(values).and_where(condition).to_owned();
+    let values = Query::select()
+        .exprs(values)
+        .and_where(condition)
+        .to_owned();
     let mut insert = Query::insert();
     insert
         .into_table(E::default())

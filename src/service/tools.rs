@@ -79,7 +79,12 @@ pub async fn update(
         .map_err(|err| conflict_on_duplicate(err, DUPLICATE_NAME))
 }
 
-pub async fn delete(db: &Pool, tenant: &Tenant, id: Uuid, cascade: bool) -> Result<(), ServiceError> {
+pub async fn delete(
+    db: &Pool,
+    tenant: &Tenant,
+    id: Uuid,
+    cascade: bool,
+) -> Result<(), ServiceError> {
     let actions = Dependents::<action::Entity> {
         column: action::Column::ToolId,
         label: "actions",

@@ -86,7 +86,12 @@ pub async fn update(
         .map_err(|err| conflict_on_duplicate(err, DUPLICATE_EMAIL))
 }
 
-pub async fn delete(db: &Pool, tenant: &Tenant, id: Uuid, cascade: bool) -> Result<(), ServiceError> {
+pub async fn delete(
+    db: &Pool,
+    tenant: &Tenant,
+    id: Uuid,
+    cascade: bool,
+) -> Result<(), ServiceError> {
     let logs = Dependents::<execution_log::Entity> {
         column: execution_log::Column::UserId,
         label: "execution logs",
