@@ -29,6 +29,8 @@ CONNECTIONS = 16  # wrk connections = pgbench clients = the server's pool size
 THREADS = 2  # the machine's cores
 ORGS, USERS, TOOLS, FLOWS, LOGS = 10, 10, 100, 20, 1000
 DATABASE = "tolstoy_bench"
+# The requests whose SQL is counted and replayed by pgbench: the ceilings.
+CEILING_REQUESTS = ("GET /tools/{id}", "POST /tools")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -327,7 +329,8 @@ def builds():
 
 
 def ceiling_of(url, server, tenant, label):
-    """The server's SQL for `GET /tools/{id}` and `POST /tools`, and pgbench running it."""
+    """The server's SQL for each of CEILING_REQUESTS, from the statement log, and the pgbench
+    script of it (run once every build has been measured)."""
     tool_id = tenant["tools"][0]
     found = {}
     for name, method, path, body in (
@@ -342,10 +345,9 @@ def ceiling_of(url, server, tenant, label):
 
 def main():
     say(f"{THREADS} threads, {CONNECTIONS} connections, {SECONDS} s per scenario")
-    database = DATABASE
-    psql(ADMIN_URL, f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
-    psql(ADMIN_URL, f"CREATE DATABASE {database}")
-    url = database_url(database)
+    psql(ADMIN_URL, f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
+    psql(ADMIN_URL, f"CREATE DATABASE {DATABASE}")
+    url = database_url(DATABASE)
     psql(url, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
     organizations = None
     runs = []
@@ -361,15 +363,15 @@ def main():
             sql_of[binary] = {"label": label.split(",")[0], **ceiling_of(url, server, tenant, label)}
         results = measure_load(label, server, tenant)
         after = server.memory("VmRSS")
-        runs.append({"label": label, "results": results, "sql": sql_of[binary], "idle": idle, "after": after})
+        runs.append({"label": label, "results": results, "sql": sql_of[binary]})
         if index < len(measured) - 1:
             server.stop()
     for sql in sql_of.values():
-        for name in ("GET /tools/{id}", "POST /tools"):
+        for name in CEILING_REQUESTS:
             sql[name]["ceiling"] = pgbench(url, sql[name]["script"])
             say(f"pgbench: {sql['label']}: {name}: {sql[name]['ceiling']['tps']:.0f} tps, "
                 f"{sql[name]['ceiling']['latency']:.2f} ms average")
-    results, idle, after = runs[-1]["results"], runs[-1]["idle"], runs[-1]["after"]
+    # `server`, `results`, `idle` and `after` are those of the last build, this one.
 
     # Scaling: the first page of one organization's execution logs at 10 thousand and 1 million.
     scale_tenant = organizations[1]
@@ -395,7 +397,7 @@ def main():
     print("\n### CPU per request (µs of user + system time; the machine has 2 cores to share)\n")
     row("request", "build", "requests/s", "load generator", "server", "PostgreSQL", "total", "cores busy")
     row(*["---"] * 8)
-    for name in ("GET /tools/{id}", "POST /tools"):
+    for name in CEILING_REQUESTS:
         measured = [(f"wrk, {run['label']}", run["results"][name]) for run in runs]
         measured += [(f"pgbench, the SQL of {sql['label']}", sql[name]["ceiling"]) for sql in sql_of.values()]
         for label, result in measured:
@@ -408,12 +410,12 @@ def main():
     row("request", "build", "statements per request", "what they are")
     row("---", "---", "---", "---")
     for sql in sql_of.values():
-        for name in ("GET /tools/{id}", "POST /tools"):
+        for name in CEILING_REQUESTS:
             kinds = "; ".join(text.split(" FROM ")[0][:60] for text, _ in sql[name]["sql"])
             row(name, sql["label"], f"{sql[name]['trips']:g}", kinds.replace("|", "\\|"))
     print("\n### pgbench scripts (the server's SQL, its logged parameters inlined)\n")
     for sql in sql_of.values():
-        for name in ("GET /tools/{id}", "POST /tools"):
+        for name in CEILING_REQUESTS:
             print(f"{name}, {sql['label']}:\n\n```sql\n" + "\n".join(sql[name]["lines"]) + "\n```\n")
     print("### Scaling: first page of `GET /execution-logs?flowId=…&limit=50`, one connection\n")
     row("rows of the organization", "p50 ms", "p99 ms", "req/s")

@@ -4,7 +4,8 @@
 # Builds the release binary and the baseline's (BENCH_BASELINE), starts a throwaway PostgreSQL
 # cluster (pg_stat_statements loaded), and hands over to bench/bench.py, which starts each build
 # on one fresh database seeded through the API, drives each scenario with wrk, runs pgbench with
-# the server's own SQL beside it, and prints the tables of docs/benchmarks.md. Needs Debian's wrk and PostgreSQL (server + pgbench).
+# the server's own SQL beside it, and prints the tables of docs/benchmarks.md. Needs Debian's wrk
+# and PostgreSQL (server + pgbench).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib.sh

@@ -149,18 +149,17 @@ pub async fn insert_for<E: TenantScoped>(
     tenant: &Tenant,
     row: E::ActiveModel,
 ) -> Result<E::Model, ServiceError> {
-    insert_where::<E>(db, row, tenancy::member(tenant))
-        .await?
-        .ok_or(ServiceError::NotAMember)
+    insert_where::<E>(db, row, tenancy::member(tenant)).await
 }
 
-/// `INSERT INTO … SELECT <the set values> WHERE <condition> RETURNING *`: one statement that
-/// writes the row only while `condition` holds; `None` when it did not.
+/// `INSERT INTO … SELECT <the set values> WHERE <admission> RETURNING *`: one statement that
+/// writes the row only while `admission` (a condition of [`tenancy`]) holds, and `NotAMember`
+/// when it does not.
 pub async fn insert_where<E: TenantScoped>(
     db: &impl ConnectionTrait,
     row: E::ActiveModel,
-    condition: Expr,
-) -> Result<Option<E::Model>, ServiceError> {
+    admission: Expr,
+) -> Result<E::Model, ServiceError> {
     let (columns, values): (Vec<_>, Vec<_>) = E::Column::iter()
         .filter_map(|column| match row.get(column) {
             ActiveValue::Set(value) | ActiveValue::Unchanged(value) => {
@@ -171,7 +170,7 @@ pub async fn insert_where<E: TenantScoped>(
         .unzip();
     let values = Query::select()
         .exprs(values)
-        .and_where(condition)
+        .and_where(admission)
         .to_owned();
     let mut insert = Query::insert();
     insert
@@ -181,7 +180,11 @@ pub async fn insert_where<E: TenantScoped>(
         .map_err(|err| DbErr::Custom(format!("INSERT … SELECT of {}: {err}", E::NAME)))?
         .returning_all();
     let statement = db.get_database_backend().build(&insert);
-    Ok(E::find().from_raw_sql(statement).one(db).await?)
+    E::find()
+        .from_raw_sql(statement)
+        .one(db)
+        .await?
+        .ok_or(ServiceError::NotAMember)
 }
 
 /// Writes the set fields of `changes` to row `id` of the tenant's organization and returns the

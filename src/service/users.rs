@@ -49,8 +49,7 @@ pub async fn create(db: &Pool, tenant: &Tenant, new: NewUser) -> Result<user::Mo
     };
     insert_where::<user::Entity>(db, row, tenancy::may_add_user(tenant))
         .await
-        .map_err(|err| conflict_on_duplicate(err, DUPLICATE_EMAIL))?
-        .ok_or(ServiceError::NotAMember)
+        .map_err(|err| conflict_on_duplicate(err, DUPLICATE_EMAIL))
 }
 
 pub async fn find(db: &Pool, tenant: &Tenant, id: Uuid) -> Result<user::Model, ServiceError> {
