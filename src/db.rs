@@ -10,10 +10,11 @@ use migration::{Migrator, MigratorTrait};
 use sea_orm::prelude::async_trait::async_trait;
 use sea_orm::sea_query::Values;
 use sea_orm::sqlx;
+use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
     ConnAcquireErr, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
-    DatabaseTransaction, DbBackend, DbErr, ExecResult, QueryResult, RuntimeErr, Statement,
-    TransactionTrait,
+    DatabaseTransaction, DbBackend, DbErr, ExecResult, QueryResult, RuntimeErr,
+    SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
 };
 use sea_query_sqlx::SqlxValues;
 use tokio::sync::Mutex;
@@ -41,9 +42,18 @@ impl Pool {
     /// Opens the pool on `url` (PostgreSQL or SQLite) with `settings`.
     ///
     /// SQLite enforces foreign keys on every connection (sqlx turns `PRAGMA foreign_keys` on by
-    /// default), which the schema's tenant keys rely on.
+    /// default), which the schema's tenant keys rely on. It runs in WAL mode, so that readers
+    /// never wait for a writer, and a writer waits up to `statement_timeout` for its turn
+    /// (`busy_timeout`) rather than failing with "database is locked".
     pub async fn open(url: &Secret, settings: &PoolSettings) -> Result<Self, DbErr> {
         let mut options = ConnectOptions::new(url.expose());
+        let busy_timeout = settings.statement_timeout;
+        options.map_sqlx_sqlite_opts(move |sqlite| {
+            sqlite
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(busy_timeout)
+        });
         options
             .max_connections(settings.max_connections)
             .min_connections(settings.min_connections)
@@ -62,7 +72,11 @@ impl Pool {
         })
     }
 
-    /// Starts a transaction; its statements run on one server connection.
+    /// Starts a write transaction; its statements run on one server connection.
+    ///
+    /// On SQLite it is `BEGIN IMMEDIATE`: it takes the database's one write lock at the start,
+    /// waiting for its turn. A deferred transaction that reads and then writes cannot wait
+    /// (another writer may have changed what it read), and fails with "database is locked".
     pub async fn begin(&self) -> Result<Transaction, DbErr> {
         self.within_deadline(self.open_transaction()).await
     }
@@ -77,7 +91,13 @@ impl Pool {
                 .map_err(|err| DbErr::Conn(RuntimeErr::SqlxError(err.into())))?;
             Ok(Transaction::Unnamed(Mutex::new(transaction)))
         } else {
-            Ok(Transaction::Driver(self.connection.begin().await?))
+            let options = TransactionOptions {
+                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                ..Default::default()
+            };
+            Ok(Transaction::Driver(
+                self.connection.begin_with_options(options).await?,
+            ))
         }
     }
 

@@ -18,7 +18,8 @@ use serde_json::{Map, Value};
 
 use crate::tenant::SECURITY_SCHEMES;
 
-/// The groups operations are listed under in Swagger UI.
+/// The groups operations are listed under in Swagger UI, in the order a user meets them
+/// ([`order_tags`] keeps it; poem-openapi sorts them by name).
 #[derive(Tags)]
 pub enum ApiTags {
     /// Tenants: create one first, then its first user.
@@ -32,6 +33,7 @@ pub enum ApiTags {
     /// Versioned workflow definitions.
     Flows,
     /// The audit trail of flow runs.
+    #[oai(rename = "Execution logs")]
     ExecutionLogs,
     /// Liveness and readiness.
     Operations,
@@ -87,11 +89,32 @@ pub fn openapi_value() -> Value {
             *security = merged_tenant_security(security);
         }
     }
+    order_tags(&mut document);
     state_request_body_rules(&mut document);
     untyped_unions(&mut document);
     link_created_rows(&mut document);
     give_parameters_examples(&mut document);
     document
+}
+
+/// Lists the document's tags in the order of [`ApiTags`], which Swagger UI follows.
+fn order_tags(document: &mut Value) {
+    let order = [
+        ApiTags::Organizations,
+        ApiTags::Users,
+        ApiTags::Tools,
+        ApiTags::Actions,
+        ApiTags::Flows,
+        ApiTags::ExecutionLogs,
+        ApiTags::Operations,
+    ]
+    .map(|tag| tag.name());
+    if let Some(tags) = document.get_mut("tags").and_then(Value::as_array_mut) {
+        tags.sort_by_key(|tag| {
+            let name = tag["name"].as_str().unwrap_or_default();
+            order.iter().position(|known| *known == name)
+        });
+    }
 }
 
 /// OpenAPI links from each `POST /things` 201 to the operations on `/things/{id}`, with the

@@ -9,7 +9,7 @@ use super::pagination::{Page, PageRequest};
 use super::tenancy::Tenant;
 use super::tenant_scope::{
     delete_one_for, get_for, insert_for, page_for, require_reference, set_if_changed,
-    update_returning,
+    update_returning, Reference,
 };
 use super::{now, ServiceError};
 use crate::db::Pool;
@@ -41,7 +41,7 @@ pub async fn create(
     tenant: &Tenant,
     new: NewAction,
 ) -> Result<action::Model, ServiceError> {
-    require_reference::<tool::Entity>(db, tenant, "toolId", new.tool_id).await?;
+    let reference = Reference::to::<tool::Entity>("toolId", tenant, new.tool_id);
     let at = now();
     let row = action::ActiveModel {
         id: Set(Uuid::now_v7()),
@@ -55,7 +55,7 @@ pub async fn create(
         created_at: Set(at),
         updated_at: Set(at),
     };
-    insert_for::<action::Entity>(db, tenant, row).await
+    insert_for::<action::Entity>(db, tenant, row, Some(reference)).await
 }
 
 pub async fn find(db: &Pool, tenant: &Tenant, id: Uuid) -> Result<action::Model, ServiceError> {
@@ -80,8 +80,11 @@ pub async fn update(
     changes: ActionChanges,
 ) -> Result<action::Model, ServiceError> {
     let current = find(db, tenant, id).await?;
-    if let Some(tool_id) = changes.tool_id {
-        require_reference::<tool::Entity>(db, tenant, "toolId", tool_id).await?;
+    let reference = changes
+        .tool_id
+        .map(|id| Reference::to::<tool::Entity>("toolId", tenant, id));
+    if let Some(reference) = &reference {
+        require_reference(db, tenant, reference).await?;
     }
     let mut row: action::ActiveModel = Default::default();
     let changed = set_if_changed(&mut row.tool_id, &current.tool_id, changes.tool_id)
@@ -94,7 +97,7 @@ pub async fn update(
         return Ok(current);
     }
     row.updated_at = Set(now());
-    update_returning::<action::Entity>(db, tenant, id, row).await
+    update_returning::<action::Entity>(db, tenant, id, row, reference).await
 }
 
 pub async fn delete(db: &Pool, tenant: &Tenant, id: Uuid) -> Result<(), ServiceError> {

@@ -9,7 +9,7 @@ use super::pagination::{Page, PageRequest};
 use super::tenancy::Tenant;
 use super::tenant_scope::{
     delete_one_for, get_for, insert_for, page_for, require_reference, set_if_changed,
-    update_returning,
+    update_returning, Reference,
 };
 use super::{now, ServiceError};
 use crate::db::Pool;
@@ -52,7 +52,7 @@ pub async fn create(
     tenant: &Tenant,
     new: NewExecutionLog,
 ) -> Result<execution_log::Model, ServiceError> {
-    require_reference::<flow::Entity>(db, tenant, "flowId", new.flow_id).await?;
+    let reference = Reference::to::<flow::Entity>("flowId", tenant, new.flow_id);
     let at = now();
     let row = execution_log::ActiveModel {
         id: Set(Uuid::now_v7()),
@@ -68,7 +68,7 @@ pub async fn create(
         created_at: Set(at),
         updated_at: Set(at),
     };
-    insert_for::<execution_log::Entity>(db, tenant, row).await
+    insert_for::<execution_log::Entity>(db, tenant, row, Some(reference)).await
 }
 
 pub async fn find(
@@ -116,8 +116,11 @@ pub async fn update(
     changes: ExecutionLogChanges,
 ) -> Result<execution_log::Model, ServiceError> {
     let current = find(db, tenant, id).await?;
-    if let Some(flow_id) = changes.flow_id {
-        require_reference::<flow::Entity>(db, tenant, "flowId", flow_id).await?;
+    let reference = changes
+        .flow_id
+        .map(|id| Reference::to::<flow::Entity>("flowId", tenant, id));
+    if let Some(reference) = &reference {
+        require_reference(db, tenant, reference).await?;
     }
     let mut row: execution_log::ActiveModel = Default::default();
     let changed = set_if_changed(&mut row.flow_id, &current.flow_id, changes.flow_id)
@@ -135,7 +138,7 @@ pub async fn update(
         return Ok(current);
     }
     row.updated_at = Set(now());
-    update_returning::<execution_log::Entity>(db, tenant, id, row).await
+    update_returning::<execution_log::Entity>(db, tenant, id, row, reference).await
 }
 
 pub async fn delete(db: &Pool, tenant: &Tenant, id: Uuid) -> Result<(), ServiceError> {

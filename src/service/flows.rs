@@ -46,7 +46,7 @@ pub async fn create(db: &Pool, tenant: &Tenant, new: NewFlow) -> Result<flow::Mo
         created_at: Set(at),
         updated_at: Set(at),
     };
-    insert_for::<flow::Entity>(db, tenant, row).await
+    insert_for::<flow::Entity>(db, tenant, row, None).await
 }
 
 pub async fn find(db: &Pool, tenant: &Tenant, id: Uuid) -> Result<flow::Model, ServiceError> {

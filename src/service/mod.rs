@@ -34,6 +34,15 @@ pub enum ServiceError {
     Db(#[from] DbErr),
 }
 
+impl ServiceError {
+    /// Whether the database refused a write for a foreign key: a new row names a parent that
+    /// is gone, or a deleted row is still referenced.
+    pub fn is_foreign_key_violation(&self) -> bool {
+        matches!(self, ServiceError::Db(err)
+            if matches!(err.sql_err(), Some(SqlErr::ForeignKeyConstraintViolation(_))))
+    }
+}
+
 /// The current time at the millisecond precision the API promises, so that what is stored is
 /// exactly what is returned.
 pub fn now() -> DateTime<Utc> {
@@ -48,6 +57,15 @@ pub fn conflict_on_duplicate(err: impl Into<ServiceError>, message: &str) -> Ser
         {
             ServiceError::Conflict(message.to_owned())
         }
+        other => other,
+    }
+}
+
+/// A foreign-key refusal of a delete (rows still reference the target) becomes a conflict
+/// saying `message`; other errors pass through.
+pub fn conflict_on_reference(err: impl Into<ServiceError>, message: &str) -> ServiceError {
+    match err.into() {
+        err if err.is_foreign_key_violation() => ServiceError::Conflict(message.to_owned()),
         other => other,
     }
 }

@@ -1,12 +1,12 @@
 //! Organizations: the tenants themselves.
 
 use entity::{action, execution_log, flow, organization, tool, user};
-use sea_orm::{ActiveModelTrait, ConnectionTrait, EntityTrait, PaginatorTrait, Set};
+use sea_orm::{ActiveModelTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QuerySelect, Set};
 use uuid::Uuid;
 
 use super::pagination::{fetch_page, Page, PageRequest};
 use super::tenant_scope::TenantScoped;
-use super::{now, ServiceError};
+use super::{conflict_on_reference, now, ServiceError};
 use crate::db::Pool;
 
 /// A validated new organization.
@@ -99,9 +99,19 @@ async fn owned_rows(db: &impl ConnectionTrait, org_id: Uuid) -> Result<OwnedRows
 
 /// Deletes an organization. While it still owns rows this is a conflict that says how many of
 /// each, unless `cascade`, which deletes it and all of its rows in one transaction.
+///
+/// The organization's row is locked first (`FOR UPDATE`; on SQLite the write transaction itself
+/// takes turns): every write into the organization checks its foreign key to that row, so it
+/// waits, and then finds the organization gone. Without `cascade` only the row itself is
+/// deleted: a row that slipped in anyway makes the foreign key refuse the delete (409), never a
+/// silent deletion.
 pub async fn delete(db: &Pool, id: Uuid, cascade: bool) -> Result<(), ServiceError> {
     let txn = db.begin().await?;
-    find(&txn, id).await?;
+    organization::Entity::find_by_id(id)
+        .lock_exclusive()
+        .one(&txn)
+        .await?
+        .ok_or(ServiceError::NotFound("organization"))?;
     let owned = owned_rows(&txn, id).await?;
     if !owned.is_empty() && !cascade {
         return Err(ServiceError::Conflict(format!(
@@ -110,13 +120,23 @@ pub async fn delete(db: &Pool, id: Uuid, cascade: bool) -> Result<(), ServiceErr
             owned.users, owned.tools, owned.actions, owned.flows, owned.execution_logs
         )));
     }
-    // Children before parents, so that every foreign key holds at each step.
-    execution_log::Entity::delete_in_org(id).exec(&txn).await?;
-    action::Entity::delete_in_org(id).exec(&txn).await?;
-    flow::Entity::delete_in_org(id).exec(&txn).await?;
-    tool::Entity::delete_in_org(id).exec(&txn).await?;
-    user::Entity::delete_in_org(id).exec(&txn).await?;
-    organization::Entity::delete_by_id(id).exec(&txn).await?;
+    if cascade {
+        // Children before parents, so that every foreign key holds at each step.
+        execution_log::Entity::delete_in_org(id).exec(&txn).await?;
+        action::Entity::delete_in_org(id).exec(&txn).await?;
+        flow::Entity::delete_in_org(id).exec(&txn).await?;
+        tool::Entity::delete_in_org(id).exec(&txn).await?;
+        user::Entity::delete_in_org(id).exec(&txn).await?;
+    }
+    organization::Entity::delete_by_id(id)
+        .exec(&txn)
+        .await
+        .map_err(|err| {
+            conflict_on_reference(
+                err,
+                "the organization still has rows; delete them first or use ?cascade=true",
+            )
+        })?;
     txn.commit().await?;
     Ok(())
 }

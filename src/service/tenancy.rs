@@ -1,13 +1,18 @@
 //! Who may act in an organization, stated as SQL conditions, so that the check travels inside
 //! the very statement that reads or writes the rows: one round trip per query, and no moment
 //! between a check and the query it guards.
+//!
+//! This module sits below the door ([`super::tenant_scope`]), which builds every tenant query
+//! from these conditions; it queries the users table itself, since membership is what the
+//! door is made of.
 
 use entity::{organization, user};
-use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query, SelectStatement};
-use sea_orm::{ColumnTrait, ConnectionTrait, PaginatorTrait, QueryFilter};
+use sea_orm::sea_query::{Alias, Expr, ExprTrait, LockType, Query, SelectStatement};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QuerySelect,
+};
 use uuid::Uuid;
 
-use super::tenant_scope::TenantScoped;
 use super::ServiceError;
 
 /// Who a tenant call acts for: a user claimed to belong to an organization.
@@ -43,20 +48,36 @@ pub fn member(tenant: &Tenant) -> Expr {
     )
 }
 
-/// True while the tenant may add a user: a member, or anyone into an existing organization that
-/// has no users yet, so that it can get its first one.
-pub fn may_add_user(tenant: &Tenant) -> Expr {
-    let organization = Query::select()
-        .expr(Expr::cust("1"))
-        .from(organization::Entity)
-        .and_where(Expr::col((organization::Entity, organization::Column::Id)).eq(tenant.org_id))
-        .to_owned();
-    member(tenant).or(Expr::exists(organization).and(Expr::exists(users_of(tenant.org_id)).not()))
+/// True while the organization has no users: the moment for its first one. Only meaningful
+/// under [`lock_for_first_user`], which makes concurrent first users take turns.
+pub fn has_no_users(org_id: Uuid) -> Expr {
+    Expr::exists(users_of(org_id)).not()
+}
+
+/// Locks the organization's row until the end of `txn`, so that of concurrent requests for
+/// its first user one decides at a time (on SQLite the write transaction itself takes turns);
+/// `NotAMember` when there is no such organization.
+///
+/// An `INSERT … SELECT … WHERE NOT EXISTS (users)` alone does not serialise: under READ
+/// COMMITTED each racer sees no users and inserts one. `FOR NO KEY UPDATE` makes the others
+/// wait here, and their insert's fresh snapshot then sees the first user. It does not block
+/// the foreign-key checks (`FOR KEY SHARE`) of other writes into the organization.
+pub async fn lock_for_first_user(
+    txn: &impl ConnectionTrait,
+    org_id: Uuid,
+) -> Result<(), ServiceError> {
+    organization::Entity::find_by_id(org_id)
+        .lock(LockType::NoKeyUpdate)
+        .one(txn)
+        .await?
+        .map(|_| ())
+        .ok_or(ServiceError::NotAMember)
 }
 
 /// Whether the tenant's claim holds now: one statement, asked only after a query found nothing.
 pub async fn is_member(db: &impl ConnectionTrait, tenant: &Tenant) -> Result<bool, ServiceError> {
-    let members = user::Entity::find_in_org(tenant.org_id)
+    let members = user::Entity::find()
+        .filter(user::Column::OrgId.eq(tenant.org_id))
         .filter(user::Column::Id.eq(tenant.user_id))
         .count(db)
         .await?;

@@ -7,16 +7,16 @@
 //! stranger gets [`ServiceError::NotAMember`] (403), a member the query's own answer (404, 422).
 
 use entity::{action, execution_log, flow, tool, user};
-use sea_orm::sea_query::{Expr, Query};
+use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
     ActiveModelTrait, ActiveValue, ColumnTrait, Condition, ConnectionTrait, DbErr, DeleteMany,
-    EntityTrait, Iterable, PaginatorTrait, QueryFilter, Select, UpdateMany, Value,
+    EntityTrait, Iterable, PaginatorTrait, QueryFilter, QuerySelect, Select, UpdateMany, Value,
 };
 use uuid::Uuid;
 
 use super::pagination::{fetch_page, Page, PageRequest};
 use super::tenancy::{self, refusal_or, Tenant};
-use super::ServiceError;
+use super::{conflict_on_reference, ServiceError};
 use crate::db::Pool;
 
 /// A table whose rows belong to one organization.
@@ -125,41 +125,96 @@ pub async fn page_for<E: TenantScoped>(
     Ok(page)
 }
 
-/// Checks that a body's reference (`toolId`, `flowId`) names a row of the tenant's
-/// organization; otherwise the request is unprocessable (422).
-pub async fn require_reference<E: TenantScoped>(
-    db: &impl ConnectionTrait,
-    tenant: &Tenant,
+/// A body's reference to a row of the tenant's organization (`toolId`, `flowId`): stated as a
+/// condition, so that it travels inside the statement that writes the referencing row.
+pub struct Reference {
     field: &'static str,
-    id: Uuid,
-) -> Result<(), ServiceError> {
-    if E::find_one_for(tenant, id).count(db).await? > 0 {
-        return Ok(());
-    }
-    let unknown = ServiceError::UnknownReference {
-        field,
-        message: format!("is not a {} of this organization", E::NAME),
-    };
-    Err(refusal_or(db, tenant, unknown).await)
+    parent: &'static str,
+    exists: Expr,
 }
 
-/// Inserts `row` while the tenant is a member of its organization, and returns it as stored.
+impl Reference {
+    /// `field` of the body names row `id` of `P` in the tenant's organization.
+    pub fn to<P: TenantScoped>(field: &'static str, tenant: &Tenant, id: Uuid) -> Self {
+        let row = Query::select()
+            .expr(Expr::cust("1"))
+            .from(P::default())
+            .and_where(Expr::col((P::default(), P::org_column())).eq(tenant.org_id))
+            .and_where(Expr::col((P::default(), P::id_column())).eq(id))
+            .to_owned();
+        Self {
+            field,
+            parent: P::NAME,
+            exists: Expr::exists(row),
+        }
+    }
+
+    /// The 422 of a reference to a row that is not there.
+    fn unknown(&self) -> ServiceError {
+        ServiceError::UnknownReference {
+            field: self.field,
+            message: format!("is not a {} of this organization", self.parent),
+        }
+    }
+}
+
+/// Checks that `reference` names a row of the tenant's organization; otherwise the request is
+/// unprocessable (422).
+pub async fn require_reference(
+    db: &impl ConnectionTrait,
+    tenant: &Tenant,
+    reference: &Reference,
+) -> Result<(), ServiceError> {
+    let check = Query::select()
+        .expr(Expr::cust("1"))
+        .and_where(tenancy::member(tenant))
+        .and_where(reference.exists.clone())
+        .to_owned();
+    match db.query_one(&check).await? {
+        Some(_) => Ok(()),
+        None => Err(refusal_or(db, tenant, reference.unknown()).await),
+    }
+}
+
+/// Inserts `row` while the tenant is a member of its organization and `reference`, when
+/// given, names a row of it: one statement. Returns the row as stored.
+///
+/// A parent deleted in between (the foreign key refuses the row) is the same 422 as one that
+/// was never there: the body names a row that does not exist.
 pub async fn insert_for<E: TenantScoped>(
     db: &impl ConnectionTrait,
     tenant: &Tenant,
     row: E::ActiveModel,
+    reference: Option<Reference>,
 ) -> Result<E::Model, ServiceError> {
-    insert_where::<E>(db, row, tenancy::member(tenant)).await
+    let mut admission = tenancy::member(tenant);
+    if let Some(reference) = &reference {
+        admission = admission.and(reference.exists.clone());
+    }
+    match insert_where::<E>(db, row, admission).await {
+        Ok(Some(row)) => Ok(row),
+        Ok(None) => Err(refusal_or(db, tenant, missing(reference)).await),
+        Err(err) if err.is_foreign_key_violation() => {
+            Err(refusal_or(db, tenant, missing(reference)).await)
+        }
+        Err(err) => Err(err),
+    }
+}
+
+/// Why an admitted member's insert found nothing to write: its reference is gone (422), or,
+/// with no reference, the caller stopped being a member in between.
+fn missing(reference: Option<Reference>) -> ServiceError {
+    reference.map_or(ServiceError::NotAMember, |reference| reference.unknown())
 }
 
 /// `INSERT INTO … SELECT <the set values> WHERE <admission> RETURNING *`: one statement that
-/// writes the row only while `admission` (a condition of [`tenancy`]) holds, and `NotAMember`
-/// when it does not.
+/// writes the row only while `admission` (a condition of [`tenancy`]) holds; `None` when it
+/// does not.
 pub async fn insert_where<E: TenantScoped>(
     db: &impl ConnectionTrait,
     row: E::ActiveModel,
     admission: Expr,
-) -> Result<E::Model, ServiceError> {
+) -> Result<Option<E::Model>, ServiceError> {
     let (columns, values): (Vec<_>, Vec<_>) = E::Column::iter()
         .filter_map(|column| match row.get(column) {
             ActiveValue::Set(value) | ActiveValue::Unchanged(value) => {
@@ -180,28 +235,33 @@ pub async fn insert_where<E: TenantScoped>(
         .map_err(|err| DbErr::Custom(format!("INSERT … SELECT of {}: {err}", E::NAME)))?
         .returning_all();
     let statement = db.get_database_backend().build(&insert);
-    E::find()
-        .from_raw_sql(statement)
-        .one(db)
-        .await?
-        .ok_or(ServiceError::NotAMember)
+    Ok(E::find().from_raw_sql(statement).one(db).await?)
 }
 
 /// Writes the set fields of `changes` to row `id` of the tenant's organization and returns the
-/// row as stored.
+/// row as stored. `reference` is the parent the changes point to, when they change one (checked
+/// first with [`require_reference`]): deleted in between, it is the same 422.
 pub async fn update_returning<E: TenantScoped>(
     db: &impl ConnectionTrait,
     tenant: &Tenant,
     id: Uuid,
     changes: E::ActiveModel,
+    reference: Option<Reference>,
 ) -> Result<E::Model, ServiceError> {
-    let mut rows = E::update_for(tenant, id)
+    let updated = E::update_for(tenant, id)
         .set(changes)
         .exec_with_returning(db)
-        .await?;
-    match rows.pop() {
-        Some(row) => Ok(row),
-        None => Err(refusal_or(db, tenant, ServiceError::NotFound(E::NAME)).await),
+        .await
+        .map_err(ServiceError::from);
+    match updated {
+        Ok(mut rows) => match rows.pop() {
+            Some(row) => Ok(row),
+            None => Err(refusal_or(db, tenant, ServiceError::NotFound(E::NAME)).await),
+        },
+        Err(err) if err.is_foreign_key_violation() => {
+            Err(refusal_or(db, tenant, missing(reference)).await)
+        }
+        Err(err) => Err(err),
     }
 }
 
@@ -245,6 +305,12 @@ pub struct Dependents<D: TenantScoped> {
 /// Deletes row `id` of the tenant's organization. While rows of `D` reference it, that is a
 /// conflict that says how many, unless `cascade`, which deletes them too; all in one
 /// transaction.
+///
+/// The row is locked first (`FOR UPDATE`; on SQLite the write transaction itself takes turns):
+/// a child being created meanwhile waits for the foreign-key check of its parent, and then
+/// finds it gone (422), so what is counted is what is deleted. Without `cascade` only the row
+/// itself is deleted, and a child that slipped in anyway makes the foreign key refuse it (409),
+/// never a silent deletion of the child.
 pub async fn delete_with_dependents<E: TenantScoped, D: TenantScoped>(
     db: &Pool,
     tenant: &Tenant,
@@ -253,7 +319,14 @@ pub async fn delete_with_dependents<E: TenantScoped, D: TenantScoped>(
     dependents: Dependents<D>,
 ) -> Result<(), ServiceError> {
     let txn = db.begin().await?;
-    get_for::<E>(&txn, tenant, id).await?;
+    if E::find_one_for(tenant, id)
+        .lock_exclusive()
+        .one(&txn)
+        .await?
+        .is_none()
+    {
+        return Err(refusal_or(&txn, tenant, ServiceError::NotFound(E::NAME)).await);
+    }
     let count = D::find_for(tenant)
         .filter(dependents.column.eq(id))
         .count(&txn)
@@ -265,14 +338,24 @@ pub async fn delete_with_dependents<E: TenantScoped, D: TenantScoped>(
             dependents.label
         )));
     }
-    D::delete_for(tenant)
-        .filter(dependents.column.eq(id))
-        .exec(&txn)
-        .await?;
+    if cascade {
+        D::delete_for(tenant)
+            .filter(dependents.column.eq(id))
+            .exec(&txn)
+            .await?;
+    }
     E::delete_for(tenant)
         .filter(E::id_column().eq(id))
         .exec(&txn)
-        .await?;
+        .await
+        .map_err(|err| {
+            let detail = format!(
+                "the {} still has {}; delete them first or use ?cascade=true",
+                E::NAME,
+                dependents.label
+            );
+            conflict_on_reference(err, &detail)
+        })?;
     txn.commit().await?;
     Ok(())
 }

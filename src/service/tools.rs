@@ -42,7 +42,7 @@ pub async fn create(db: &Pool, tenant: &Tenant, new: NewTool) -> Result<tool::Mo
         created_at: Set(at),
         updated_at: Set(at),
     };
-    insert_for::<tool::Entity>(db, tenant, row)
+    insert_for::<tool::Entity>(db, tenant, row, None)
         .await
         .map_err(|err| conflict_on_duplicate(err, DUPLICATE_NAME))
 }
@@ -74,7 +74,7 @@ pub async fn update(
         return Ok(current);
     }
     row.updated_at = Set(now());
-    update_returning::<tool::Entity>(db, tenant, id, row)
+    update_returning::<tool::Entity>(db, tenant, id, row, None)
         .await
         .map_err(|err| conflict_on_duplicate(err, DUPLICATE_NAME))
 }

@@ -7,8 +7,8 @@ use uuid::Uuid;
 use super::pagination::{Page, PageRequest};
 use super::tenancy::{self, Tenant};
 use super::tenant_scope::{
-    delete_with_dependents, get_for, insert_where, page_for, set_if_changed, update_returning,
-    Dependents,
+    delete_with_dependents, get_for, insert_for, insert_where, page_for, set_if_changed,
+    update_returning, Dependents,
 };
 use super::{conflict_on_duplicate, now, ServiceError};
 use crate::db::Pool;
@@ -34,8 +34,8 @@ fn fold(email: &str) -> String {
     email.to_lowercase()
 }
 
-/// Adds a user when the tenant is a member, or when the organization exists and has no users
-/// yet (its first user); otherwise `NotAMember`. One statement either way.
+/// Adds a user when the tenant is a member (one statement), or when the organization exists and
+/// has no users yet (its first user); otherwise `NotAMember`.
 pub async fn create(db: &Pool, tenant: &Tenant, new: NewUser) -> Result<user::Model, ServiceError> {
     let at = now();
     let row = user::ActiveModel {
@@ -47,9 +47,28 @@ pub async fn create(db: &Pool, tenant: &Tenant, new: NewUser) -> Result<user::Mo
         created_at: Set(at),
         updated_at: Set(at),
     };
-    insert_where::<user::Entity>(db, row, tenancy::may_add_user(tenant))
-        .await
-        .map_err(|err| conflict_on_duplicate(err, DUPLICATE_EMAIL))
+    let added = match insert_for::<user::Entity>(db, tenant, row.clone(), None).await {
+        Err(ServiceError::NotAMember) => add_first_user(db, tenant, row).await,
+        added => added,
+    };
+    added.map_err(|err| conflict_on_duplicate(err, DUPLICATE_EMAIL))
+}
+
+/// The organization's first user, admitted whoever claims it while the organization has none.
+/// However many race, one wins: they take turns on the organization's row, and each decides
+/// only once the one before has committed.
+async fn add_first_user(
+    db: &Pool,
+    tenant: &Tenant,
+    row: user::ActiveModel,
+) -> Result<user::Model, ServiceError> {
+    let txn = db.begin().await?;
+    tenancy::lock_for_first_user(&txn, tenant.org_id).await?;
+    let added = insert_where::<user::Entity>(&txn, row, tenancy::has_no_users(tenant.org_id))
+        .await?
+        .ok_or(ServiceError::NotAMember)?;
+    txn.commit().await?;
+    Ok(added)
 }
 
 pub async fn find(db: &Pool, tenant: &Tenant, id: Uuid) -> Result<user::Model, ServiceError> {
@@ -80,7 +99,7 @@ pub async fn update(
     }
     set_if_changed(&mut row.email_folded, &current.email_folded, email_folded);
     row.updated_at = Set(now());
-    update_returning::<user::Entity>(db, tenant, id, row)
+    update_returning::<user::Entity>(db, tenant, id, row, None)
         .await
         .map_err(|err| conflict_on_duplicate(err, DUPLICATE_EMAIL))
 }

@@ -63,13 +63,19 @@ on_both_backends! {
 
     async fn tools_check_url_and_auth_type_and_names_are_unique(app) {
         let caller = app.new_tenant("acme").await;
-        for url in ["http://localhost:8080/api", "https://10.0.0.1", "https://api.example.com/v1?x=1"] {
+        for url in ["http://localhost:8080/api", "https://10.0.0.1", "https://api.example.com/v1?x=1", "http://[::1]:8080",
+                    "http://[2001:db8::1]/api", "http://[::ffff:192.0.2.1]/", "https://bücher.example/api", "https://例子.测试",
+                    "http://API.Example.com:8080/Path%20x"] {
             let reply = app.post_as(&caller, "/tools", &json!({ "name": url, "baseUrl": url, "authType": "none" })).await;
             assert_eq!(reply.status, 201, "{url}: {}", reply.text);
             assert_eq!(reply.body["baseUrl"], url, "kept exactly as sent");
         }
+        let too_long = format!("https://example.com/{}", "a".repeat(2049 - 20));
         for url in ["ftp://example.com", "/relative", "example.com", "http://", "https://user:secret@example.com",
-                    "http://[::1]/", "https://example.com:65536", "http://1.2.3", "https://a b.com", "HTTP://example.com"] {
+                    "https://user@example.com", "https://example.com:65536", "http://1.2.3", "http://0x7f.0.0.1", "https://a b.com",
+                    "https://example.com/a b", "https://example.com/\ttab", "HTTP://example.com", "http:example.com", "http:/example.com",
+                    "http://[::1", "http://[zz::1]/", "http://[::1]x/", "https://exa mple.com", "javascript:alert(1)", "file:///etc/passwd",
+                    "https://xn--.example", too_long.as_str()] {
             let fields = failing_fields(&app, &caller, "/tools", json!({ "name": "X", "baseUrl": url, "authType": "none" })).await;
             assert_eq!(fields, ["baseUrl"], "{url}");
         }

@@ -33,6 +33,10 @@ try {
   const operations = await page.locator('.opblock').count();
   step(`${operations} operations rendered`);
   assert.ok(operations >= 32, `expected every operation on the page, saw ${operations}`);
+  const tags = await page.locator('.opblock-tag-section h3 .nostyle span').allInnerTexts();
+  assert.deepEqual(tags.slice(0, 6), ['Organizations', 'Users', 'Tools', 'Actions', 'Flows', 'Execution logs'],
+    `resources listed as a user meets them: ${tags}`);
+  step(`tags in order: ${tags.join(', ')}`);
 
   // Authorize offers both tenant headers.
   await page.locator('button.authorize').first().click();

@@ -200,6 +200,29 @@ impl TestApp {
         reply.body["id"].as_str().expect("id").to_owned()
     }
 
+    /// The emails of an organization's users, read from the database, not through the API.
+    pub async fn db_users_of(&self, org_id: &str) -> Vec<String> {
+        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+        entity::user::Entity::find()
+            .filter(entity::user::Column::OrgId.eq(uuid::Uuid::parse_str(org_id).expect("uuid")))
+            .all(&self.db)
+            .await
+            .expect("read users")
+            .into_iter()
+            .map(|user| user.email)
+            .collect()
+    }
+
+    /// How many tools an organization has, read from the database, not through the API.
+    pub async fn db_tools_of(&self, org_id: &str) -> u64 {
+        use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+        entity::tool::Entity::find()
+            .filter(entity::tool::Column::OrgId.eq(uuid::Uuid::parse_str(org_id).expect("uuid")))
+            .count(&self.db)
+            .await
+            .expect("count tools")
+    }
+
     /// Follows `Link: rel="next"` from `path` to the end; returns every page's ids.
     pub async fn walk(&self, path: &str) -> Vec<Vec<String>> {
         let mut pages = Vec::new();
