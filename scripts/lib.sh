@@ -1,7 +1,12 @@
-# Shell helpers shared by scripts/test.sh and bench/run.sh: logging, free ports, waiting for a
-# URL, clean-up on exit, and a throwaway PostgreSQL cluster. Source it from the repository root.
+# Shell helpers shared by scripts/setup.sh, scripts/test.sh, .ci/run and bench/run.sh: logging,
+# free ports, waiting for a URL, clean-up on exit, finding PostgreSQL and PgBouncer, and a
+# throwaway PostgreSQL cluster. Source it from the repository root.
 
 log() { printf '==> %s\n' "$*" >&2; }
+
+# The virtual environment of the pinned Python tools (scripts/setup.sh makes it): the scripts
+# call "$VENV/bin/…", never a moto_server, st or hadolint that happens to be on PATH.
+VENV=$PWD/.venv
 
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
@@ -42,6 +47,11 @@ find_pg_bin() {
   done
   command -v initdb >/dev/null && dirname "$(command -v initdb)" && return
   return 1
+}
+
+find_pgbouncer() {
+  command -v pgbouncer && return
+  [ -x /usr/sbin/pgbouncer ] && echo /usr/sbin/pgbouncer
 }
 
 start_throwaway_postgres() {

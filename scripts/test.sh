@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Runs the whole integration suite, twice:
+# First scripts/setup.sh installs what is missing (Debian PostgreSQL, psql, PgBouncer and
+# Chromium; the pinned Python tools into .venv/; npm playwright-core), then this runs the whole
+# integration suite, twice:
 #   1. on SQLite and on PostgreSQL as a superuser on one URL;
 #   2. the PostgreSQL cases again in Neon's production shape: queries as a least-privileged
 #      application role through PgBouncer in transaction mode, migrations as the owner role
@@ -10,11 +12,12 @@
 #     cluster (initdb + pg_ctl in a temp dir). SKIP_POSTGRES=1 skips the PostgreSQL cases on
 #     purpose (and run 2); nothing else does.
 #   - PgBouncer (Debian's `pgbouncer`) in front of it, pool_mode = transaction: TEST_POOLER_URL.
-#   - A local AWS Secrets Manager (`moto_server`, PyPI `moto[server]`): TEST_AWS_ENDPOINT_URL.
+#   - A local AWS Secrets Manager (`moto_server`, PyPI `moto[server]`, from .venv/):
+#     TEST_AWS_ENDPOINT_URL.
 # Before the suite, Swagger UI is driven in Debian's headless Chromium (tests/browser, npm
 # playwright-core); its screenshot goes to SCREENSHOT_DIR (default /tmp), outside the repository.
 # Then the served document goes through openapi-spec-validator, and schemathesis tests the API
-# against it on SQLite and on PostgreSQL (tests/schemathesis; PyPI, as .ci/run installs them).
+# against it on SQLite and on PostgreSQL (tests/schemathesis; both PyPI, from .venv/).
 # Arguments are passed to `cargo nextest run` (e.g. a test name filter).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,11 +25,13 @@ cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib.sh
 . scripts/lib.sh
 
+scripts/setup.sh
+
 # PgBouncer in transaction mode in front of the TEST_DATABASE_URL server, for every database.
 start_pgbouncer() {
   local bin port dir server_host server_port
-  bin=$(command -v pgbouncer || ls /usr/sbin/pgbouncer 2>/dev/null) || { log "pgbouncer not found: install Debian's pgbouncer (.ci/run does)"; exit 1; }
-  read -r server_host server_port < <(python3 -c 'import sys, urllib.parse as u; p=u.urlparse(sys.argv[1]); print(p.hostname or "127.0.0.1", p.port or 5432)' "$TEST_DATABASE_URL")
+  bin=$(find_pgbouncer) || { log "pgbouncer not found: install Debian's pgbouncer (scripts/setup.sh does)"; exit 1; }
+  read -r server_host server_port < <("$VENV/bin/python" -c 'import sys, urllib.parse as u; p=u.urlparse(sys.argv[1]); print(p.hostname or "127.0.0.1", p.port or 5432)' "$TEST_DATABASE_URL")
   dir=$(mktemp -d /tmp/tolstoy-pgbouncer.XXXXXX)
   port=$(free_port)
   cat >"$dir/pgbouncer.ini" <<INI
@@ -58,14 +63,13 @@ INI
 # A local AWS Secrets Manager for the secrets tests.
 start_secrets_manager() {
   local port dir
-  command -v moto_server >/dev/null || { log "moto_server not found: pip install 'moto[server]' (.ci/run does)"; exit 1; }
   dir=$(mktemp -d /tmp/tolstoy-moto.XXXXXX)
   port=$(free_port)
-  moto_server -H 127.0.0.1 -p "$port" >"$dir/moto.log" 2>&1 &
+  "$VENV/bin/moto_server" -H 127.0.0.1 -p "$port" >"$dir/moto.log" 2>&1 &
   CLEANUP+=("kill $!; rm -rf '$dir'")
   wait_for_url "http://127.0.0.1:$port/moto-api/"
   export TEST_AWS_ENDPOINT_URL="http://127.0.0.1:$port"
-  log "AWS Secrets Manager emulator (moto $(python3 -c 'import moto; print(moto.__version__)')) on 127.0.0.1:$port"
+  log "AWS Secrets Manager emulator (moto $("$VENV/bin/python" -c 'import moto; print(moto.__version__)')) on 127.0.0.1:$port"
 }
 
 if [ -n "${TEST_DATABASE_URL:-}" ]; then
@@ -97,8 +101,6 @@ start_server() {
 
 # Swagger UI in Debian's headless Chromium, against the binary serving a fresh SQLite file.
 check_swagger_ui_in_a_browser() {
-  [ -x "${CHROMIUM:-/usr/bin/chromium}" ] || { log "chromium not found: install Debian's chromium (.ci/run does)"; exit 1; }
-  [ -d tests/browser/node_modules/playwright-core ] || (cd tests/browser && npm ci --no-audit --no-fund --silent)
   start_server ""
   log "Swagger UI in headless Chromium ($("${CHROMIUM:-/usr/bin/chromium}" --version 2>/dev/null | awk '{print $2}'))"
   BASE_URL="$SERVER_URL" SCREENSHOT_DIR="${SCREENSHOT_DIR:-/tmp}" node tests/browser/swagger.mjs
@@ -109,16 +111,14 @@ check_swagger_ui_in_a_browser
 # tests/schemathesis/schemathesis.toml) with the headers of a real organization and user.
 check_api_with_schemathesis() {
   local backend=$1 database_url=$2 tenant
-  command -v st >/dev/null && command -v openapi-spec-validator >/dev/null ||
-    { log "schemathesis or openapi-spec-validator not found: pip install them (.ci/run does)"; exit 1; }
   start_server "$database_url"
-  log "schemathesis $(python3 -c 'import schemathesis; print(schemathesis.__version__)') on $backend"
-  python3 -c 'import sys, urllib.request; sys.stdout.buffer.write(urllib.request.urlopen(sys.argv[1]).read())' \
+  log "schemathesis $("$VENV/bin/python" -c 'import schemathesis; print(schemathesis.__version__)') on $backend"
+  "$VENV/bin/python" -c 'import sys, urllib.request; sys.stdout.buffer.write(urllib.request.urlopen(sys.argv[1]).read())' \
     "$SERVER_URL/openapi.json" >"$SCHEMATHESIS_DIR/openapi.json"
-  openapi-spec-validator "$SCHEMATHESIS_DIR/openapi.json"
-  tenant=$(python3 tests/schemathesis/tenant.py "$SERVER_URL")
+  "$VENV/bin/openapi-spec-validator" "$SCHEMATHESIS_DIR/openapi.json"
+  tenant=$("$VENV/bin/python" tests/schemathesis/tenant.py "$SERVER_URL")
   # shellcheck disable=SC2086 # $tenant is two -H options
-  st --config-file tests/schemathesis/schemathesis.toml run "$SERVER_URL/openapi.json" $tenant \
+  "$VENV/bin/st" --config-file tests/schemathesis/schemathesis.toml run "$SERVER_URL/openapi.json" $tenant \
     --no-color --output-truncate=false >"$SCHEMATHESIS_DIR/$backend.log" 2>&1 ||
     { cat "$SCHEMATHESIS_DIR/$backend.log"; log "schemathesis found failures on $backend"; exit 1; }
   grep -A1 -E '^ *(✅|❌|⏭) +(Examples|Coverage|Fuzzing|Stateful) ' "$SCHEMATHESIS_DIR/$backend.log" | grep -v '^--' >&2
@@ -131,7 +131,7 @@ if [ -n "${TEST_DATABASE_URL:-}" ]; then
   schemathesis_db="tolstoy_schemathesis_$$"
   psql -q -d "$TEST_DATABASE_URL" -c "CREATE DATABASE $schemathesis_db"
   CLEANUP+=("psql -q -d '$TEST_DATABASE_URL' -c 'DROP DATABASE IF EXISTS $schemathesis_db WITH (FORCE)'")
-  check_api_with_schemathesis postgresql "$(python3 -c 'import sys, urllib.parse as u; print(u.urlparse(sys.argv[1])._replace(path="/"+sys.argv[2]).geturl())' "$TEST_DATABASE_URL" "$schemathesis_db")"
+  check_api_with_schemathesis postgresql "$("$VENV/bin/python" -c 'import sys, urllib.parse as u; print(u.urlparse(sys.argv[1])._replace(path="/"+sys.argv[2]).geturl())' "$TEST_DATABASE_URL" "$schemathesis_db")"
 fi
 
 if ! cargo nextest --version >/dev/null 2>&1; then
