@@ -63,6 +63,8 @@ pub struct ApiError {
     title: &'static str,
     detail: String,
     errors: Vec<FieldError>,
+    /// Headers the status calls for: `WWW-Authenticate` on a 401, `Retry-After` on a 429.
+    headers: Vec<(&'static str, String)>,
 }
 
 impl ApiError {
@@ -73,6 +75,36 @@ impl ApiError {
             title,
             detail,
             errors: Vec::new(),
+            headers: Vec::new(),
+        }
+    }
+
+    /// 401: credentials are needed and missing, or not valid. The detail is the same whatever
+    /// was wrong with them, so that it tells an attacker nothing.
+    pub fn unauthenticated() -> Self {
+        Self {
+            headers: vec![("WWW-Authenticate", "Bearer".to_owned())],
+            ..Self::new(
+                StatusCode::UNAUTHORIZED,
+                "/problems/unauthenticated",
+                "Unauthenticated",
+                "send a valid API key as Authorization: Bearer <key>".to_owned(),
+            )
+        }
+    }
+
+    /// 429: too many requests from this client (failed authentications) or for this
+    /// organization; retry after `retry_after` (whole seconds, at least 1).
+    pub fn rate_limited(detail: impl Into<String>, retry_after: std::time::Duration) -> Self {
+        let seconds = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+        Self {
+            headers: vec![("Retry-After", seconds.to_string())],
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "/problems/rate-limited",
+                "Too many requests",
+                detail.into(),
+            )
         }
     }
 
@@ -247,10 +279,13 @@ impl ResponseError for ApiError {
             .to_json()
             .map(|v| v.to_string())
             .unwrap_or_default();
-        Response::builder()
+        let mut response = Response::builder()
             .status(self.status)
-            .content_type(PROBLEM_CONTENT_TYPE)
-            .body(body)
+            .content_type(PROBLEM_CONTENT_TYPE);
+        for (name, value) in &self.headers {
+            response = response.header(*name, value.as_str());
+        }
+        response.body(body)
     }
 }
 
