@@ -85,53 +85,70 @@ fi
 [ -n "${TEST_AWS_ENDPOINT_URL:-}" ] || start_secrets_manager
 
 # Starts the debug binary in a temp dir on a fresh database: SQLite there when `database_url` is
-# empty, else that URL (migrated at start). Sets SERVER_URL.
+# empty, else that URL (migrated at start); further arguments are VARIABLE=value settings. Sets
+# SERVER_URL.
 start_server() {
   local database_url=$1 bin dir port
+  shift
   cargo build --quiet --bin tolstoy
   bin=$(realpath "${CARGO_TARGET_DIR:-target}")/debug/tolstoy
   dir=$(mktemp -d /tmp/tolstoy-server.XXXXXX)
   port=$(free_port)
   (cd "$dir" && exec env -u DATABASE_URL -u DIRECT_URL ${database_url:+DATABASE_URL="$database_url"} \
-    PORT="$port" "$bin" serve --migrate >"$dir/server.log" 2>&1) &
+    PORT="$port" "$@" "$bin" serve --migrate >"$dir/server.log" 2>&1) &
   CLEANUP+=("kill $!; rm -rf '$dir'")
   SERVER_URL="http://127.0.0.1:$port"
   wait_for_url "$SERVER_URL/health"
 }
 
-# Swagger UI in Debian's headless Chromium, against the binary serving a fresh SQLite file.
+# Swagger UI in Debian's headless Chromium, against the binary serving a fresh SQLite file, in
+# each AUTH_MODE (keys mode with SIGNUP=open, so that the page itself can get a first key).
 check_swagger_ui_in_a_browser() {
-  start_server ""
-  log "Swagger UI in headless Chromium ($("${CHROMIUM:-/usr/bin/chromium}" --version 2>/dev/null | awk '{print $2}'))"
-  BASE_URL="$SERVER_URL" SCREENSHOT_DIR="${SCREENSHOT_DIR:-/tmp}" node tests/browser/swagger.mjs
+  local mode=$1
+  start_server "" AUTH_MODE="$mode" SIGNUP=open
+  log "Swagger UI in headless Chromium ($("${CHROMIUM:-/usr/bin/chromium}" --version 2>/dev/null | awk '{print $2}')), $mode mode"
+  AUTH_MODE="$mode" BASE_URL="$SERVER_URL" SCREENSHOT_DIR="${SCREENSHOT_DIR:-/tmp}" node tests/browser/swagger.mjs
 }
-check_swagger_ui_in_a_browser
+check_swagger_ui_in_a_browser headers
+check_swagger_ui_in_a_browser keys
 
 # The served document through openapi-spec-validator, then schemathesis (all phases, all checks,
-# tests/schemathesis/schemathesis.toml) with the headers of a real organization and user.
+# tests/schemathesis/schemathesis.toml). In headers mode it calls with the headers of a real
+# organization and user, without the `ignored_auth` check (a call without the headers is a 400
+# by contract, not a 401) and without making up values for the security schemes (a made-up
+# bearer key would win over the headers and be a 401); tests/api/tenancy.rs and identity.rs hold
+# those behaviours. In keys mode it calls with an owner key from a sign-up, and every check
+# runs: a call without the key must be a 401.
 check_api_with_schemathesis() {
-  local backend=$1 database_url=$2 tenant
-  start_server "$database_url"
-  log "schemathesis $("$VENV/bin/python" -c 'import schemathesis; print(schemathesis.__version__)') on $backend"
+  local backend=$1 mode=$2 database_url=$3 tenant=() checks=()
+  # The run's own failed authentications (ignored_auth) must not lock its good key out.
+  start_server "$database_url" AUTH_MODE="$mode" ADMIN_TOKEN="$SCHEMATHESIS_ADMIN_TOKEN" SIGNUP=open \
+    AUTH_FAILURES_PER_MINUTE=1000000
+  log "schemathesis $("$VENV/bin/python" -c 'import schemathesis; print(schemathesis.__version__)') on $backend, $mode mode"
   "$VENV/bin/python" -c 'import sys, urllib.request; sys.stdout.buffer.write(urllib.request.urlopen(sys.argv[1]).read())' \
     "$SERVER_URL/openapi.json" >"$SCHEMATHESIS_DIR/openapi.json"
   "$VENV/bin/openapi-spec-validator" "$SCHEMATHESIS_DIR/openapi.json"
-  tenant=$("$VENV/bin/python" tests/schemathesis/tenant.py "$SERVER_URL")
-  # shellcheck disable=SC2086 # $tenant is two -H options
-  "$VENV/bin/st" --config-file tests/schemathesis/schemathesis.toml run "$SERVER_URL/openapi.json" $tenant \
-    --no-color --output-truncate=false >"$SCHEMATHESIS_DIR/$backend.log" 2>&1 ||
-    { cat "$SCHEMATHESIS_DIR/$backend.log"; log "schemathesis found failures on $backend"; exit 1; }
-  grep -A1 -E '^ *(✅|❌|⏭) +(Examples|Coverage|Fuzzing|Stateful) ' "$SCHEMATHESIS_DIR/$backend.log" | grep -v '^--' >&2
-  grep -E 'generated|=====' "$SCHEMATHESIS_DIR/$backend.log" | tail -n 2 >&2
+  mapfile -t tenant < <(ADMIN_TOKEN="$SCHEMATHESIS_ADMIN_TOKEN" "$VENV/bin/python" tests/schemathesis/tenant.py "$SERVER_URL" "$mode")
+  read -r SCHEMATHESIS_ORG_ID SCHEMATHESIS_USER_ID SCHEMATHESIS_KEY_ID <<<"${tenant[-1]}"
+  export SCHEMATHESIS_ORG_ID SCHEMATHESIS_USER_ID SCHEMATHESIS_KEY_ID
+  unset 'tenant[-1]'
+  [ "$mode" = headers ] && checks=(--exclude-checks ignored_auth --generation-with-security-parameters false)
+  "$VENV/bin/st" --config-file tests/schemathesis/schemathesis.toml run "$SERVER_URL/openapi.json" "${tenant[@]}" "${checks[@]}" \
+    --no-color --output-truncate=false >"$SCHEMATHESIS_DIR/$backend-$mode.log" 2>&1 ||
+    { cat "$SCHEMATHESIS_DIR/$backend-$mode.log"; log "schemathesis found failures on $backend, $mode mode"; exit 1; }
+  grep -A1 -E '^ *(✅|❌|⏭) +(Examples|Coverage|Fuzzing|Stateful) ' "$SCHEMATHESIS_DIR/$backend-$mode.log" | grep -v '^--' >&2
+  grep -E 'generated|=====' "$SCHEMATHESIS_DIR/$backend-$mode.log" | tail -n 2 >&2
 }
 SCHEMATHESIS_DIR=$(mktemp -d /tmp/tolstoy-schemathesis.XXXXXX)
 CLEANUP+=("rm -rf '$SCHEMATHESIS_DIR'")
-check_api_with_schemathesis sqlite ""
+SCHEMATHESIS_ADMIN_TOKEN="schemathesis-admin-token-$(date +%s%N)"
+check_api_with_schemathesis sqlite headers ""
+check_api_with_schemathesis sqlite keys ""
 if [ -n "${TEST_DATABASE_URL:-}" ]; then
   schemathesis_db="tolstoy_schemathesis_$$"
   psql -q -d "$TEST_DATABASE_URL" -c "CREATE DATABASE $schemathesis_db"
   CLEANUP+=("psql -q -d '$TEST_DATABASE_URL' -c 'DROP DATABASE IF EXISTS $schemathesis_db WITH (FORCE)'")
-  check_api_with_schemathesis postgresql "$("$VENV/bin/python" -c 'import sys, urllib.parse as u; print(u.urlparse(sys.argv[1])._replace(path="/"+sys.argv[2]).geturl())' "$TEST_DATABASE_URL" "$schemathesis_db")"
+  check_api_with_schemathesis postgresql headers "$("$VENV/bin/python" -c 'import sys, urllib.parse as u; print(u.urlparse(sys.argv[1])._replace(path="/"+sys.argv[2]).geturl())' "$TEST_DATABASE_URL" "$schemathesis_db")"
 fi
 
 if ! cargo nextest --version >/dev/null 2>&1; then

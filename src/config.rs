@@ -4,7 +4,10 @@
 
 use std::fmt;
 use std::net::IpAddr;
+use std::num::NonZeroU32;
 use std::time::Duration;
+
+use crate::identity::rate_limit::TrustedProxies;
 
 /// The largest request body accepted when `MAX_BODY_BYTES` is not set (1 MiB).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1_048_576;
@@ -89,6 +92,39 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     pub pool: PoolSettings,
     pub aws_secrets: Option<AwsSecretSettings>,
+    pub identity: IdentitySettings,
+}
+
+/// How tenant callers prove who they are (`AUTH_MODE`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthMode {
+    /// `X-Org-ID` + `X-User-ID` name the caller (development, or behind a trusted gateway); an
+    /// API key is accepted too, and then wins.
+    Headers,
+    /// Every tenant call carries `Authorization: Bearer <key>`.
+    Keys,
+}
+
+/// The shortest admin token accepted.
+pub const ADMIN_TOKEN_MIN_CHARS: usize = 32;
+
+/// Identity and its limits.
+#[derive(Clone, Debug)]
+pub struct IdentitySettings {
+    /// `AUTH_MODE`: `headers` (the default outside production) or `keys`.
+    pub mode: AuthMode,
+    /// `ADMIN_TOKEN`: the platform operator's bearer token, at least 32 characters; the AWS
+    /// secret's `ADMIN_TOKEN` key wins when there is one. Unset: no platform powers.
+    pub admin_token: Option<Secret>,
+    /// `SIGNUP=open`: `POST /signup` needs no credentials (default `closed`: the admin token).
+    pub signup_open: bool,
+    /// `AUTH_FAILURES_PER_MINUTE`: failed authentications allowed per client address.
+    pub auth_failures_per_minute: NonZeroU32,
+    /// `RATE_LIMIT_PER_ORG`: requests per second per organization; unset = no limit.
+    pub rate_limit_per_org: Option<NonZeroU32>,
+    /// `TRUSTED_PROXIES`: reverse proxies whose `X-Forwarded-For` names the client; none by
+    /// default.
+    pub trusted_proxies: TrustedProxies,
 }
 
 /// How the pooled connection behaves; the defaults suit a small Neon compute (0.25 CU, about
@@ -216,6 +252,37 @@ impl Settings {
             None
         };
 
+        let identity = IdentitySettings {
+            mode: match get("AUTH_MODE").as_deref().map(str::trim) {
+                None if app_env == AppEnv::Production => AuthMode::Keys,
+                None | Some("headers") => AuthMode::Headers,
+                Some("keys") => AuthMode::Keys,
+                Some(_) => {
+                    return Err(ConfigError::new("AUTH_MODE", "must be `headers` or `keys`"))
+                }
+            },
+            admin_token: get("ADMIN_TOKEN")
+                .map(|token| checked_admin_token(token.trim()))
+                .transpose()?,
+            signup_open: match get("SIGNUP").as_deref().map(str::trim) {
+                None | Some("closed") => false,
+                Some("open") => true,
+                Some(_) => return Err(ConfigError::new("SIGNUP", "must be `open` or `closed`")),
+            },
+            auth_failures_per_minute: NonZeroU32::new(parse_positive(
+                &get,
+                "AUTH_FAILURES_PER_MINUTE",
+                20,
+            )?)
+            .unwrap_or(NonZeroU32::MIN),
+            rate_limit_per_org: get("RATE_LIMIT_PER_ORG")
+                .map(|_| parse_positive(&get, "RATE_LIMIT_PER_ORG", 1))
+                .transpose()?
+                .and_then(NonZeroU32::new),
+            trusted_proxies: TrustedProxies::parse(&get("TRUSTED_PROXIES").unwrap_or_default())
+                .map_err(|message| ConfigError::new("TRUSTED_PROXIES", message))?,
+        };
+
         Ok(Self {
             app_env,
             database_url,
@@ -229,6 +296,7 @@ impl Settings {
             shutdown_timeout,
             pool,
             aws_secrets,
+            identity,
         })
     }
 }
@@ -283,6 +351,17 @@ fn parse_seconds(
         0 => Err(ConfigError::new(variable, MESSAGE)),
         seconds => Ok(Duration::from_secs(seconds)),
     }
+}
+
+/// An admin token long enough to resist guessing; the message never shows it.
+pub fn checked_admin_token(token: &str) -> Result<Secret, ConfigError> {
+    if token.chars().count() < ADMIN_TOKEN_MIN_CHARS {
+        return Err(ConfigError::new(
+            "ADMIN_TOKEN",
+            format!("must be at least {ADMIN_TOKEN_MIN_CHARS} characters"),
+        ));
+    }
+    Ok(Secret::new(token))
 }
 
 /// Accepts the URL schemes the server can serve on, without ever echoing the URL.

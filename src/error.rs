@@ -311,11 +311,13 @@ impl ApiResponse for ApiError {
         MetaResponses {
             responses: vec![
                 problem(400, "Malformed JSON, wrong content type, or a field, header or parameter that fails validation"),
-                problem(403, "The tenant headers do not name a user of the organization"),
+                problem(401, "Credentials are needed and missing, or not valid (WWW-Authenticate: Bearer)"),
+                problem(403, "The caller is not a user of the organization, the headers disagree with the key, or the caller's role does not allow the call"),
                 problem(404, "No such row in the caller's organization"),
                 problem(409, "Conflicts with the stored state"),
                 problem(413, "Request body larger than MAX_BODY_BYTES"),
                 problem(422, "The body names a row that does not exist in the caller's organization"),
+                problem(429, "Too many failed authentications from this address, or the organization's rate limit (Retry-After)"),
                 problem(500, "A fault of the server; the body carries only the request id"),
                 problem(503, "The database cannot be reached"),
             ],
@@ -332,8 +334,12 @@ impl From<ServiceError> for ApiError {
         match err {
             ServiceError::NotFound(what) => Self::not_found(format!("no such {what}")),
             ServiceError::NotAMember => {
-                Self::forbidden("X-User-ID is not a user of the organization named by X-Org-ID")
+                Self::forbidden("the caller is not a user of the organization it names")
             }
+            ServiceError::LacksRole(role) => Self::forbidden(format!(
+                "this call needs the {role} role or a higher one, which the caller does not have"
+            )),
+            ServiceError::Forbidden(detail) => Self::forbidden(detail),
             ServiceError::Conflict(detail) => Self::conflict(detail),
             ServiceError::UnknownReference { field, message } => {
                 Self::unknown_reference(field, &message)

@@ -4,12 +4,13 @@
 
 pub mod api;
 pub mod config;
+pub mod database_roles;
 pub mod db;
 pub mod error;
+pub mod identity;
 pub mod middleware;
-pub mod roles;
 pub mod secrets;
 pub mod service;
 pub mod startup;
+pub mod state;
 pub mod telemetry;
-pub mod tenant;

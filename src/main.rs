@@ -1,12 +1,15 @@
-//! The `tolstoy` binary: `serve` (the default), `migrate`, `openapi`.
+//! The `tolstoy` binary: `serve` (the default), `migrate`, `openapi`, `roles`, `signup`.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use tolstoy::api::body::read_body;
+use tolstoy::api::signup::SignupIn;
 use tolstoy::config::Settings;
-use tolstoy::roles::Roles;
+use tolstoy::database_roles::DatabaseRoles;
 use tolstoy::secrets::database_urls;
+use tolstoy::service::signup;
 use tolstoy::startup::{open_database, Application, StartupError};
 use tolstoy::{api, db, telemetry};
 
@@ -38,6 +41,20 @@ enum Command {
     },
     /// Print the OpenAPI document.
     Openapi,
+    /// Create an organization with its owner and an owner API key, and print the key once:
+    /// the first key of a deployment, without an HTTP call. Uses DATABASE_URL (or the AWS
+    /// secret), as `serve` does.
+    Signup {
+        /// The organization's name.
+        #[arg(long)]
+        org: String,
+        /// The owner's email address.
+        #[arg(long)]
+        owner_email: String,
+        /// The owner's display name.
+        #[arg(long)]
+        owner_name: Option<String>,
+    },
     /// Print the SQL that creates the two roles of a least-privilege deployment: an owner for
     /// migrations and an application role with row access only. Read it, then run it with psql
     /// as an administrator on the direct connection.
@@ -81,9 +98,10 @@ async fn main() -> ExitCode {
             tracing::error!(error = %err, "stopped");
             eprintln!("tolstoy: {err}");
             match err {
-                StartupError::Config(_) | StartupError::Secret(_) | StartupError::Roles(_) => {
-                    ExitCode::from(2)
-                }
+                StartupError::Config(_)
+                | StartupError::Secret(_)
+                | StartupError::DatabaseRoles(_)
+                | StartupError::Invalid(_) => ExitCode::from(2),
                 _ => ExitCode::FAILURE,
             }
         }
@@ -103,7 +121,7 @@ async fn run(command: Command) -> Result<(), StartupError> {
             app,
             statement_timeout_secs,
         } => {
-            let roles = Roles {
+            let roles = DatabaseRoles {
                 owner: &owner,
                 app: &app,
                 database: &database,
@@ -112,17 +130,34 @@ async fn run(command: Command) -> Result<(), StartupError> {
             print!("{}", roles.setup_sql()?);
             return Ok(());
         }
-        Command::Serve { .. } | Command::Migrate { .. } => {}
+        Command::Serve { .. } | Command::Migrate { .. } | Command::Signup { .. } => {}
     }
-    let settings = Settings::from_env()?;
+    let mut settings = Settings::from_env()?;
     telemetry::init(&settings.log_filter, settings.log_format)?;
     let urls = database_urls(&settings).await?;
+    if let Some(token) = urls.admin_token.clone() {
+        settings.identity.admin_token = Some(token);
+    }
     match command {
         Command::Serve { migrate } => {
             let migrate = migrate || settings.auto_migrate || urls.is_sqlite();
             let db = open_database(&urls, &settings.pool, migrate).await?;
             let app = Application::build(&settings, db).await?;
             app.run_until_stopped().await?;
+        }
+        Command::Signup {
+            org,
+            owner_email,
+            owner_name,
+        } => {
+            let db = open_database(&urls, &settings.pool, urls.is_sqlite()).await?;
+            let made = sign_up_from_cli(&db, org, owner_email, owner_name).await?;
+            eprintln!(
+                "organization {} and its owner {} created; their owner API key (shown once, \
+                 not stored):",
+                made.organization.id, made.user.id
+            );
+            println!("{}", made.key);
         }
         Command::Migrate { action } => {
             let direct = db::connect_direct(&urls.direct).await?;
@@ -139,4 +174,26 @@ async fn run(command: Command) -> Result<(), StartupError> {
         Command::Openapi | Command::Roles { .. } => {}
     }
     Ok(())
+}
+
+/// The sign-up of `tolstoy signup`, with the same field rules as `POST /signup`.
+async fn sign_up_from_cli(
+    db: &tolstoy::db::Pool,
+    org: String,
+    owner_email: String,
+    owner_name: Option<String>,
+) -> Result<signup::SignedUp, StartupError> {
+    let mut body = serde_json::json!({
+        "organization": { "name": org },
+        "owner": { "email": owner_email },
+    });
+    if let Some(name) = owner_name {
+        body["owner"]["name"] = name.into();
+    }
+    let new = read_body::<SignupIn>(body)
+        .map_err(|err| StartupError::Invalid(err.to_string()))?
+        .ok_or_else(|| StartupError::Invalid("incomplete sign-up".to_owned()))?;
+    signup::sign_up(db, new)
+        .await
+        .map_err(|err| StartupError::Invalid(err.to_string()))
 }

@@ -17,19 +17,24 @@ use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
 use serde_json::{Map, Value};
 
 use crate::config::{
-    checked_database_url, AppEnv, AwsSecretSettings, ConfigError, Secret, Settings,
+    checked_admin_token, checked_database_url, AppEnv, AwsSecretSettings, ConfigError, Secret,
+    Settings,
 };
 
 /// The embedded database `cargo run` serves on when nothing is configured.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://tolstoy.db?mode=rwc";
 
-/// The two connections the server uses: pooled for queries, direct for migrations.
+/// The two connections the server uses: pooled for queries, direct for migrations; and the
+/// admin token when the AWS secret holds one.
 #[derive(Clone, Debug)]
 pub struct DatabaseUrls {
     /// `DATABASE_URL`: the pooled connection (through PgBouncer on Neon) used for queries.
     pub pooled: Secret,
     /// `DIRECT_URL`: straight to the database, used for migrations.
     pub direct: Secret,
+    /// The secret's `ADMIN_TOKEN`, which wins over the environment's; `None` from the
+    /// environment (`Settings` holds that one).
+    pub admin_token: Option<Secret>,
 }
 
 impl DatabaseUrls {
@@ -94,7 +99,11 @@ pub fn urls_from_environment(settings: &Settings) -> Result<DatabaseUrls, Config
         .direct_url
         .clone()
         .unwrap_or_else(|| pooled.clone());
-    Ok(DatabaseUrls { pooled, direct })
+    Ok(DatabaseUrls {
+        pooled,
+        direct,
+        admin_token: None,
+    })
 }
 
 /// The HTTP client the AWS SDK sends with: rustls with ring, the one TLS stack of the binary
@@ -166,7 +175,8 @@ fn causes(err: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
-/// The secret's JSON: `DATABASE_URL` required, `DIRECT_URL` optional (defaults to the former).
+/// The secret's JSON: `DATABASE_URL` required, `DIRECT_URL` optional (defaults to the former),
+/// `ADMIN_TOKEN` optional.
 fn parse_secret(text: &str) -> Result<DatabaseUrls, String> {
     // serde_json's message names a line and column, never the text itself.
     let object: Map<String, Value> = serde_json::from_str(text).map_err(|err| {
@@ -187,5 +197,17 @@ fn parse_secret(text: &str) -> Result<DatabaseUrls, String> {
     };
     let pooled = url("DATABASE_URL")?.ok_or("has no key DATABASE_URL")?;
     let direct = url("DIRECT_URL")?.unwrap_or_else(|| pooled.clone());
-    Ok(DatabaseUrls { pooled, direct })
+    let admin_token = match object.get("ADMIN_TOKEN") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(token)) => Some(
+            checked_admin_token(token.trim())
+                .map_err(|err| format!("key ADMIN_TOKEN {}", err.message))?,
+        ),
+        Some(_) => return Err("key ADMIN_TOKEN must be a string".to_owned()),
+    };
+    Ok(DatabaseUrls {
+        pooled,
+        direct,
+        admin_token,
+    })
 }

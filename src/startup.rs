@@ -1,6 +1,7 @@
 //! Building the application: database, routes, middleware, listener.
 
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::db::Pool;
@@ -10,18 +11,13 @@ use poem::middleware::CatchPanic;
 use poem::web::Html;
 use poem::{get, Endpoint, EndpointExt, IntoResponse, Response, Route, Server};
 
-use crate::config::{ConfigError, PoolSettings, Settings};
+use crate::config::{AuthMode, ConfigError, PoolSettings, Settings};
 use crate::error::problem_response;
+use crate::identity::IdentityConfig;
 use crate::middleware::{panic_response, AllowedMethods, RequestId};
 use crate::secrets::{DatabaseUrls, SecretError, UrlsError};
+pub use crate::state::AppState;
 use crate::{api, db};
-
-/// What every handler can reach.
-#[derive(Clone)]
-pub struct AppState {
-    pub db: Pool,
-    pub max_body_bytes: usize,
-}
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -31,7 +27,7 @@ pub enum StartupError {
     #[error(transparent)]
     Secret(#[from] SecretError),
     #[error(transparent)]
-    Roles(#[from] crate::roles::NameError),
+    DatabaseRoles(#[from] crate::database_roles::NameError),
     #[error("cannot open the database: {0}")]
     Database(#[from] sea_orm::DbErr),
     #[error(
@@ -42,6 +38,9 @@ pub enum StartupError {
     Behind(Vec<String>),
     #[error("cannot listen: {0}")]
     Listen(#[from] io::Error),
+    /// A command's input was refused (e.g. `tolstoy signup` with a bad email).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl From<UrlsError> for StartupError {
@@ -85,7 +84,10 @@ pub fn with_middleware(endpoint: impl Endpoint + 'static) -> impl Endpoint<Outpu
 /// The whole HTTP surface: the API, `/openapi.json` and Swagger UI at `/docs`.
 pub fn build_route(state: AppState) -> impl Endpoint<Output = Response> {
     let api = api::service();
-    let value = api::openapi_value();
+    let value = match state.identity.mode {
+        AuthMode::Headers => api::openapi_value(),
+        AuthMode::Keys => api::keys_mode_openapi_value(),
+    };
     let allowed =
         AllowedMethods::from_document(&value, &[("/openapi.json", "GET"), ("/docs", "GET")]);
     let document = serde_json::to_string_pretty(&value).unwrap_or_default();
@@ -102,6 +104,7 @@ pub fn build_route(state: AppState) -> impl Endpoint<Output = Response> {
         )
         .at("/docs", get(make_sync(move |_| Html(docs_page.clone()))))
         .nest("/", api)
+        .with(state.identity.auth_failures.clone())
         .data(state);
     with_middleware(route).with(allowed)
 }
@@ -132,6 +135,7 @@ impl Application {
             state: AppState {
                 db,
                 max_body_bytes: settings.max_body_bytes,
+                identity: Arc::new(IdentityConfig::from_settings(&settings.identity)),
             },
         })
     }

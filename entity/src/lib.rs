@@ -4,6 +4,7 @@
 //! `(org_id, parent_id)` foreign keys, so a row can only point at a parent of its own organization.
 
 pub mod action;
+pub mod api_key;
 pub mod execution_log;
 pub mod flow;
 pub mod organization;
@@ -12,6 +13,7 @@ pub mod user;
 
 pub mod prelude {
     pub use super::action::Entity as Action;
+    pub use super::api_key::Entity as ApiKey;
     pub use super::execution_log::Entity as ExecutionLog;
     pub use super::flow::Entity as Flow;
     pub use super::organization::Entity as Organization;

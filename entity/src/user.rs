@@ -10,6 +10,8 @@ pub struct Model {
     /// `email` case-folded; unique per organization, so addresses compare case-insensitively.
     pub email_folded: String,
     pub name: Option<String>,
+    /// `owner`, `admin`, `editor` or `viewer`.
+    pub role: String,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

@@ -8,6 +8,9 @@ pub(crate) enum Organizations {
     Id,
 }
 
+/// A user's (and an API key's) role, from the least to the most rights.
+pub(crate) const ROLES: &[&str] = &["viewer", "editor", "admin", "owner"];
+
 #[derive(DeriveIden)]
 pub(crate) enum Common {
     Id,

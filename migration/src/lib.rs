@@ -12,6 +12,8 @@ mod m20261121_000003_create_tools;
 mod m20261121_000004_create_actions;
 mod m20261121_000005_create_flows;
 mod m20261121_000006_create_execution_logs;
+mod m20261202_000007_add_user_roles;
+mod m20261202_000008_create_api_keys;
 
 pub struct Migrator;
 
@@ -25,6 +27,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000004_create_actions::Migration),
             Box::new(m20261121_000005_create_flows::Migration),
             Box::new(m20261121_000006_create_execution_logs::Migration),
+            Box::new(m20261202_000007_add_user_roles::Migration),
+            Box::new(m20261202_000008_create_api_keys::Migration),
         ]
     }
 }

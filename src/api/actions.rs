@@ -17,9 +17,9 @@ use super::rules::{endpoint, json_object, string_or_object, text, upper_case_one
 use super::timestamp::Timestamp;
 use super::ApiTags;
 use crate::error::ApiError;
+use crate::identity::{Caller, Read, Write};
 use crate::service::actions::{self, ActionChanges, NewAction};
-use crate::startup::AppState;
-use crate::tenant::Tenant;
+use crate::state::AppState;
 
 /// The largest action input schema accepted, serialised.
 const MAX_SCHEMA_BYTES: usize = 64 * 1024;
@@ -229,10 +229,10 @@ impl ActionsApi {
     async fn create(
         &self,
         state: Data<&AppState>,
-        tenant: Tenant,
+        caller: Caller<Write>,
         body: JsonBody<ActionIn>,
     ) -> Result<Created<ActionOut>, ApiError> {
-        let row = actions::create(&state.db, &tenant, body.0).await?;
+        let row = actions::create(&state.db, &caller.tenant, body.0).await?;
         Ok(Created::at("/actions", row.id, row.into()))
     }
 
@@ -241,7 +241,7 @@ impl ActionsApi {
     async fn list(
         &self,
         state: Data<&AppState>,
-        tenant: Tenant,
+        caller: Caller<Read>,
         request: &Request,
         /// Only the actions of this tool.
         #[oai(name = "toolId")]
@@ -254,7 +254,7 @@ impl ActionsApi {
         cursor: Query<Option<String>>,
     ) -> Result<Listed<ActionOut>, ApiError> {
         let page = page_request(limit.0, cursor.0.as_deref())?;
-        let rows = actions::list(&state.db, &tenant, tool_id.0, page).await?;
+        let rows = actions::list(&state.db, &caller.tenant, tool_id.0, page).await?;
         Ok(Listed::page(request, page, rows))
     }
 
@@ -263,11 +263,11 @@ impl ActionsApi {
     async fn get(
         &self,
         state: Data<&AppState>,
-        tenant: Tenant,
+        caller: Caller<Read>,
         /// The action's id.
         id: Path<Uuid>,
     ) -> Result<Json<ActionOut>, ApiError> {
-        let row = actions::find(&state.db, &tenant, id.0).await?;
+        let row = actions::find(&state.db, &caller.tenant, id.0).await?;
         Ok(Json(row.into()))
     }
 
@@ -276,12 +276,12 @@ impl ActionsApi {
     async fn update(
         &self,
         state: Data<&AppState>,
-        tenant: Tenant,
+        caller: Caller<Write>,
         /// The action's id.
         id: Path<Uuid>,
         body: JsonBody<ActionUpdate>,
     ) -> Result<Json<ActionOut>, ApiError> {
-        let row = actions::update(&state.db, &tenant, id.0, body.0).await?;
+        let row = actions::update(&state.db, &caller.tenant, id.0, body.0).await?;
         Ok(Json(row.into()))
     }
 
@@ -294,11 +294,11 @@ impl ActionsApi {
     async fn delete(
         &self,
         state: Data<&AppState>,
-        tenant: Tenant,
+        caller: Caller<Write>,
         /// The action's id.
         id: Path<Uuid>,
     ) -> Result<Deleted, ApiError> {
-        actions::delete(&state.db, &tenant, id.0).await?;
+        actions::delete(&state.db, &caller.tenant, id.0).await?;
         Ok(Deleted::Deleted)
     }
 }

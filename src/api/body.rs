@@ -16,7 +16,7 @@ use poem_openapi::{ApiExtractor, ApiExtractorType, ExtractParamOptions};
 use serde_json::{Map, Value};
 
 use crate::error::{ApiError, FieldError};
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// Fields that the server owns: a body that sets one is refused.
 const SERVER_OWNED_FIELDS: &[&str] =
@@ -131,9 +131,43 @@ impl Fields {
         }
     }
 
+    /// A required field that is an object of its own, read by `T`; its failures are named
+    /// `name.field` (`owner.email`).
+    pub fn required_object<T: ReadBody>(&mut self, name: &'static str) -> Option<T::Value> {
+        match self.values.remove(name) {
+            Some(Value::Object(values)) => {
+                let mut inner = Fields::new(values);
+                let value = T::read(&mut inner);
+                for error in inner.unread_and_failed() {
+                    let field = format!("{name}.{}", error.field);
+                    self.errors.push(FieldError::new(field, error.message));
+                }
+                Some(value)
+            }
+            None | Some(Value::Null) => {
+                self.errors.push(FieldError::new(name, "is required"));
+                None
+            }
+            Some(_) => {
+                self.errors.push(FieldError::new(name, "must be an object"));
+                None
+            }
+        }
+    }
+
     /// Refuses whatever was not read (unknown or server-owned fields) together with every
     /// failure recorded so far.
-    fn finish(mut self) -> Result<(), ApiError> {
+    fn finish(self) -> Result<(), ApiError> {
+        let errors = self.unread_and_failed();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::validation(errors))
+        }
+    }
+
+    /// Every failure recorded, and a failure for each field that was not read.
+    fn unread_and_failed(mut self) -> Vec<FieldError> {
         for name in self.values.keys() {
             let message = if SERVER_OWNED_FIELDS.contains(&name.as_str()) {
                 "is set by the server and cannot be written"
@@ -142,11 +176,7 @@ impl Fields {
             };
             self.errors.push(FieldError::new(name.clone(), message));
         }
-        if self.errors.is_empty() {
-            Ok(())
-        } else {
-            Err(ApiError::validation(self.errors))
-        }
+        self.errors
     }
 }
 
@@ -260,9 +290,23 @@ impl<'a, T: ReadBody> ApiExtractor<'a> for JsonBody<T> {
         body: &mut RequestBody,
         _param_opts: ExtractParamOptions<Self::ParamType>,
     ) -> Result<Self> {
-        let mut fields = Fields::new(read_json_object(request, body).await?);
-        let value = T::read(&mut fields);
-        fields.finish()?;
-        Ok(Self(value))
+        let values = read_json_object(request, body).await?;
+        Ok(Self(read_fields::<T>(values)?))
+    }
+}
+
+fn read_fields<T: ReadBody>(values: Map<String, Value>) -> Result<T::Value, ApiError> {
+    let mut fields = Fields::new(values);
+    let value = T::read(&mut fields);
+    fields.finish()?;
+    Ok(value)
+}
+
+/// Checks `body` against `T`'s rules as if it were a request body: for commands that take the
+/// same input as an endpoint (`tolstoy signup`).
+pub fn read_body<T: ReadBody>(body: Value) -> Result<T::Value, ApiError> {
+    match body {
+        Value::Object(values) => read_fields::<T>(values),
+        _ => Err(ApiError::invalid("body", "must be a JSON object")),
     }
 }

@@ -17,11 +17,11 @@ use super::rules::{any_json, enum_text, json_object, one_of, text, uuid};
 use super::timestamp::Timestamp;
 use super::ApiTags;
 use crate::error::ApiError;
+use crate::identity::{Caller, Read, Write};
 use crate::service::execution_logs::{
     self, ExecutionLogChanges, ExecutionLogFilter, NewExecutionLog,
 };
-use crate::startup::AppState;
-use crate::tenant::Tenant;
+use crate::state::AppState;
 
 /// JSON fields of a log are bounded by the body limit alone.
 const NO_SIZE_LIMIT: usize = usize::MAX;
@@ -226,10 +226,10 @@ impl ExecutionLogsApi {
     async fn create(
         &self,
         state: Data<&AppState>,
-        tenant: Tenant,
+        caller: Caller<Write>,
         body: JsonBody<ExecutionLogIn>,
     ) -> Result<Created<ExecutionLogOut>, ApiError> {
-        let row = execution_logs::create(&state.db, &tenant, body.0).await?;
+        let row = execution_logs::create(&state.db, &caller.tenant, body.0).await?;
         Ok(Created::at("/execution-logs", row.id, row.into()))
     }
 
@@ -243,7 +243,7 @@ impl ExecutionLogsApi {
     async fn list(
         &self,
         state: Data<&AppState>,
-        tenant: Tenant,
+        caller: Caller<Read>,
         request: &Request,
         /// Only the logs of this flow.
         #[oai(name = "flowId")]
@@ -270,7 +270,7 @@ impl ExecutionLogsApi {
             execution_id: execution_id.0,
             status: status.0.as_ref().and_then(enum_text),
         };
-        let rows = execution_logs::list(&state.db, &tenant, filter, page).await?;
+        let rows = execution_logs::list(&state.db, &caller.tenant, filter, page).await?;
         Ok(Listed::page(request, page, rows))
     }
 
@@ -283,11 +283,11 @@ impl ExecutionLogsApi {
     async fn get(
         &self,
         state: Data<&AppState>,
-        tenant: Tenant,
+        caller: Caller<Read>,
         /// The execution log's id.
         id: Path<Uuid>,
     ) -> Result<Json<ExecutionLogOut>, ApiError> {
-        let row = execution_logs::find(&state.db, &tenant, id.0).await?;
+        let row = execution_logs::find(&state.db, &caller.tenant, id.0).await?;
         Ok(Json(row.into()))
     }
 
@@ -300,12 +300,12 @@ impl ExecutionLogsApi {
     async fn update(
         &self,
         state: Data<&AppState>,
-        tenant: Tenant,
+        caller: Caller<Write>,
         /// The execution log's id.
         id: Path<Uuid>,
         body: JsonBody<ExecutionLogUpdate>,
     ) -> Result<Json<ExecutionLogOut>, ApiError> {
-        let row = execution_logs::update(&state.db, &tenant, id.0, body.0).await?;
+        let row = execution_logs::update(&state.db, &caller.tenant, id.0, body.0).await?;
         Ok(Json(row.into()))
     }
 
@@ -318,11 +318,11 @@ impl ExecutionLogsApi {
     async fn delete(
         &self,
         state: Data<&AppState>,
-        tenant: Tenant,
+        caller: Caller<Write>,
         /// The execution log's id.
         id: Path<Uuid>,
     ) -> Result<Deleted, ApiError> {
-        execution_logs::delete(&state.db, &tenant, id.0).await?;
+        execution_logs::delete(&state.db, &caller.tenant, id.0).await?;
         Ok(Deleted::Deleted)
     }
 }

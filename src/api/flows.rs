@@ -17,9 +17,9 @@ use super::rules::{steps, text, version};
 use super::timestamp::Timestamp;
 use super::ApiTags;
 use crate::error::ApiError;
+use crate::identity::{Caller, Read, Write};
 use crate::service::flows::{self, FlowChanges, NewFlow};
-use crate::startup::AppState;
-use crate::tenant::Tenant;
+use crate::state::AppState;
 
 /// A flow: a versioned workflow definition.
 #[derive(Object)]
@@ -181,10 +181,10 @@ impl FlowsApi {
     async fn create(
         &self,
         state: Data<&AppState>,
-        tenant: Tenant,
+        caller: Caller<Write>,
         body: JsonBody<FlowIn>,
     ) -> Result<Created<FlowOut>, ApiError> {
-        let row = flows::create(&state.db, &tenant, body.0).await?;
+        let row = flows::create(&state.db, &caller.tenant, body.0).await?;
         Ok(Created::at("/flows", row.id, row.into()))
     }
 
@@ -193,7 +193,7 @@ impl FlowsApi {
     async fn list(
         &self,
         state: Data<&AppState>,
-        tenant: Tenant,
+        caller: Caller<Read>,
         request: &Request,
         /// Page size, 1 to 1000 (default 100).
         #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
@@ -203,7 +203,7 @@ impl FlowsApi {
         cursor: Query<Option<String>>,
     ) -> Result<Listed<FlowOut>, ApiError> {
         let page = page_request(limit.0, cursor.0.as_deref())?;
-        let rows = flows::list(&state.db, &tenant, page).await?;
+        let rows = flows::list(&state.db, &caller.tenant, page).await?;
         Ok(Listed::page(request, page, rows))
     }
 
@@ -212,11 +212,11 @@ impl FlowsApi {
     async fn get(
         &self,
         state: Data<&AppState>,
-        tenant: Tenant,
+        caller: Caller<Read>,
         /// The flow's id.
         id: Path<Uuid>,
     ) -> Result<Json<FlowOut>, ApiError> {
-        let row = flows::find(&state.db, &tenant, id.0).await?;
+        let row = flows::find(&state.db, &caller.tenant, id.0).await?;
         Ok(Json(row.into()))
     }
 
@@ -229,12 +229,12 @@ impl FlowsApi {
     async fn update(
         &self,
         state: Data<&AppState>,
-        tenant: Tenant,
+        caller: Caller<Write>,
         /// The flow's id.
         id: Path<Uuid>,
         body: JsonBody<FlowUpdate>,
     ) -> Result<Json<FlowOut>, ApiError> {
-        let row = flows::update(&state.db, &tenant, id.0, body.0).await?;
+        let row = flows::update(&state.db, &caller.tenant, id.0, body.0).await?;
         Ok(Json(row.into()))
     }
 
@@ -245,13 +245,13 @@ impl FlowsApi {
     async fn delete(
         &self,
         state: Data<&AppState>,
-        tenant: Tenant,
+        caller: Caller<Write>,
         /// The flow's id.
         id: Path<Uuid>,
         /// Also delete the flow's execution logs.
         cascade: Query<Option<bool>>,
     ) -> Result<Deleted, ApiError> {
-        flows::delete(&state.db, &tenant, id.0, cascade.0.unwrap_or(false)).await?;
+        flows::delete(&state.db, &caller.tenant, id.0, cascade.0.unwrap_or(false)).await?;
         Ok(Deleted::Deleted)
     }
 }

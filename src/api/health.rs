@@ -6,7 +6,7 @@ use poem_openapi::{Object, OpenApi};
 
 use super::ApiTags;
 use crate::error::ApiError;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// The operations endpoints.
 pub struct HealthApi;

@@ -1,6 +1,7 @@
 //! The HTTP API: one file per resource, each with its `#[OpenApi]` struct and wire types.
 
 pub mod actions;
+pub mod api_keys;
 pub mod body;
 pub mod execution_logs;
 pub mod flows;
@@ -9,6 +10,7 @@ pub mod organizations;
 pub mod pagination;
 pub mod responses;
 pub mod rules;
+pub mod signup;
 pub mod timestamp;
 pub mod tools;
 pub mod users;
@@ -16,12 +18,14 @@ pub mod users;
 use poem_openapi::{OpenApiService, Tags};
 use serde_json::{Map, Value};
 
-use crate::tenant::SECURITY_SCHEMES;
+use crate::identity::HEADER_SCHEMES;
 
 /// The groups operations are listed under in Swagger UI, in the order a user meets them
 /// ([`order_tags`] keeps it; poem-openapi sorts them by name).
 #[derive(Tags)]
 pub enum ApiTags {
+    /// A new organization with its owner and an owner API key, in one call.
+    Signup,
     /// Tenants: create one first, then its first user.
     Organizations,
     /// Users of the caller's organization.
@@ -35,30 +39,37 @@ pub enum ApiTags {
     /// The audit trail of flow runs.
     #[oai(rename = "Execution logs")]
     ExecutionLogs,
+    /// Keys that identify a user of the organization: `Authorization: Bearer tol_…`.
+    #[oai(rename = "API keys")]
+    ApiKeys,
     /// Liveness and readiness.
     Operations,
 }
 
 /// The API with every resource, as one OpenAPI service.
 pub type Api = (
+    signup::SignupApi,
     organizations::OrganizationsApi,
     users::UsersApi,
     tools::ToolsApi,
     actions::ActionsApi,
     flows::FlowsApi,
     execution_logs::ExecutionLogsApi,
+    api_keys::ApiKeysApi,
     health::HealthApi,
 );
 
 pub fn service() -> OpenApiService<Api, ()> {
     OpenApiService::new(
         (
+            signup::SignupApi,
             organizations::OrganizationsApi,
             users::UsersApi,
             tools::ToolsApi,
             actions::ActionsApi,
             flows::FlowsApi,
             execution_logs::ExecutionLogsApi,
+            api_keys::ApiKeysApi,
             health::HealthApi,
         ),
         "Tolstoy",
@@ -66,18 +77,44 @@ pub fn service() -> OpenApiService<Api, ()> {
     )
     .description(
         "Multi-tenant workflow automation: organizations, their users, tools, actions, flows \
-         and execution logs. Tenant calls need both X-Org-ID and X-User-ID (use Authorize). \
+         and execution logs. Tenant calls need an API key (Authorization: Bearer tol_…), or in \
+         headers mode both X-Org-ID and X-User-ID (use Authorize). \
          Errors are application/problem+json (RFC 9457).",
     )
 }
 
-/// The OpenAPI document, as served at `/openapi.json`, embedded in `/docs` and printed by
-/// `tolstoy openapi`.
+/// The OpenAPI document, as served at `/openapi.json` in headers mode, embedded in `/docs` and
+/// printed by `tolstoy openapi` (keys mode serves [`keys_mode_openapi_value`]).
 ///
 /// poem-openapi lists an operation's security schemes as alternatives (any one suffices); a
-/// tenant call needs both headers, so their requirements are merged into one.
+/// tenant call needs the bearer key, or both headers, so the headers' requirements are merged
+/// into one.
 pub fn openapi_document() -> String {
     serde_json::to_string_pretty(&openapi_value()).unwrap_or_default()
+}
+
+/// The document a server in keys mode serves: the same, but the bearer key is the only way in,
+/// so the two headers are not offered (Swagger UI's Authorize then asks for the key alone).
+pub fn keys_mode_openapi_value() -> Value {
+    let mut document = openapi_value();
+    for operation in operations_mut(&mut document) {
+        if let Some(requirements) = operation.get_mut("security").and_then(Value::as_array_mut) {
+            requirements.retain(|requirement| {
+                !HEADER_SCHEMES
+                    .iter()
+                    .any(|scheme| requirement.get(*scheme).is_some())
+            });
+        }
+    }
+    if let Some(schemes) = document
+        .pointer_mut("/components/securitySchemes")
+        .and_then(Value::as_object_mut)
+    {
+        for scheme in HEADER_SCHEMES {
+            schemes.remove(scheme);
+        }
+    }
+    document
 }
 
 /// [`openapi_document`] as JSON, for the code that reads it (the `Allow` header of a 405).
@@ -106,6 +143,8 @@ fn order_tags(document: &mut Value) {
         ApiTags::Actions,
         ApiTags::Flows,
         ApiTags::ExecutionLogs,
+        ApiTags::ApiKeys,
+        ApiTags::Signup,
         ApiTags::Operations,
     ]
     .map(|tag| tag.name());
@@ -212,7 +251,7 @@ fn operations_mut(document: &mut Value) -> impl Iterator<Item = &mut Value> {
 /// of `minLength`/`maxLength`: no U+0000 (refused in every field), and the length counted after
 /// trimming, as the server counts it.
 fn state_request_body_rules(document: &mut Value) {
-    let request_schemas: Vec<String> = operations_mut(document)
+    let mut request_schemas: Vec<String> = operations_mut(document)
         .filter_map(|operation| operation.pointer("/requestBody/content"))
         .filter_map(Value::as_object)
         .flat_map(|content| content.values())
@@ -220,6 +259,29 @@ fn state_request_body_rules(document: &mut Value) {
         .filter_map(|reference| reference.strip_prefix("#/components/schemas/"))
         .map(str::to_owned)
         .collect();
+    // And the request objects nested in them (a sign-up's `organization` and `owner`), which
+    // are named `…In` like every request body; a JSON field's own schema is not one.
+    let mut index = 0;
+    while let Some(name) = request_schemas.get(index).cloned() {
+        index += 1;
+        let nested: Vec<String> = document
+            .pointer(&format!("/components/schemas/{name}/properties"))
+            .and_then(Value::as_object)
+            .into_iter()
+            .flat_map(|properties| properties.values())
+            .filter_map(|field| field.pointer("/$ref").or(field.pointer("/allOf/0/$ref")))
+            .filter_map(Value::as_str)
+            .filter_map(|reference| reference.strip_prefix("#/components/schemas/"))
+            .filter(|name| name.ends_with("In"))
+            .map(str::to_owned)
+            .collect();
+        for name in nested {
+            if !request_schemas.contains(&name) {
+                request_schemas.push(name);
+            }
+        }
+    }
+    request_schemas.dedup();
     for name in request_schemas {
         if let Some(schema) = document
             .pointer_mut(&format!("/components/schemas/{name}"))
@@ -251,20 +313,32 @@ fn state_request_body_rules(document: &mut Value) {
 }
 
 fn merged_tenant_security(security: &Value) -> Value {
-    let names: Vec<&str> = security
+    let requirements: Vec<&Map<String, Value>> = security
         .as_array()
         .into_iter()
         .flatten()
         .filter_map(Value::as_object)
+        .collect();
+    let names: Vec<&str> = requirements
+        .iter()
         .flat_map(|requirement| requirement.keys().map(String::as_str))
         .collect();
-    if SECURITY_SCHEMES.iter().all(|scheme| names.contains(scheme)) {
-        let both: Map<String, Value> = SECURITY_SCHEMES
-            .iter()
-            .map(|scheme| ((*scheme).to_owned(), Value::Array(vec![])))
-            .collect();
-        Value::Array(vec![Value::Object(both)])
-    } else {
-        security.clone()
+    if !HEADER_SCHEMES.iter().all(|scheme| names.contains(scheme)) {
+        return security.clone();
     }
+    let mut merged: Vec<Value> = requirements
+        .into_iter()
+        .filter(|requirement| {
+            !requirement
+                .keys()
+                .any(|name| HEADER_SCHEMES.contains(&name.as_str()))
+        })
+        .map(|requirement| Value::Object(requirement.clone()))
+        .collect();
+    let both: Map<String, Value> = HEADER_SCHEMES
+        .iter()
+        .map(|scheme| ((*scheme).to_owned(), Value::Array(vec![])))
+        .collect();
+    merged.push(Value::Object(both));
+    Value::Array(merged)
 }

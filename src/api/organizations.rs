@@ -16,8 +16,10 @@ use super::rules::text;
 use super::timestamp::Timestamp;
 use super::ApiTags;
 use crate::error::ApiError;
+use crate::identity::platform::PlatformCaller;
+use crate::identity::Role;
 use crate::service::organizations::{self, NewOrganization, OrganizationChanges};
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// An organization: the tenant that owns users, tools, actions, flows and execution logs.
 #[derive(Object)]
@@ -116,6 +118,8 @@ pub struct OrganizationsApi;
 #[OpenApi(tag = "ApiTags::Organizations")]
 impl OrganizationsApi {
     /// Create an organization.
+    ///
+    /// Open in headers mode; in keys mode only the platform operator's admin token may.
     #[oai(
         path = "/organizations",
         method = "post",
@@ -124,13 +128,18 @@ impl OrganizationsApi {
     async fn create(
         &self,
         state: Data<&AppState>,
+        caller: PlatformCaller,
         body: JsonBody<OrganizationIn>,
     ) -> Result<Created<OrganizationOut>, ApiError> {
+        caller.may_create()?;
         let row = organizations::create(&state.db, body.0).await?;
         Ok(Created::at("/organizations", row.id, row.into()))
     }
 
     /// List organizations, newest first.
+    ///
+    /// Every organization in headers mode and with the admin token; with an API key, only its
+    /// own.
     #[oai(
         path = "/organizations",
         method = "get",
@@ -139,6 +148,7 @@ impl OrganizationsApi {
     async fn list(
         &self,
         state: Data<&AppState>,
+        caller: PlatformCaller,
         request: &Request,
         /// Page size, 1 to 1000 (default 100).
         #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
@@ -147,12 +157,15 @@ impl OrganizationsApi {
         #[oai(validator(pattern = "^[0-9a-f]{32}$"))]
         cursor: Query<Option<String>>,
     ) -> Result<Listed<OrganizationOut>, ApiError> {
+        let only = caller.only_organization()?;
         let page = page_request(limit.0, cursor.0.as_deref())?;
-        let rows = organizations::list(&state.db, page).await?;
+        let rows = organizations::list(&state.db, only, page).await?;
         Ok(Listed::page(request, page, rows))
     }
 
     /// Get an organization.
+    ///
+    /// In keys mode: a member (any role) or the admin token; another organization is 404.
     #[oai(
         path = "/organizations/:id",
         method = "get",
@@ -161,14 +174,18 @@ impl OrganizationsApi {
     async fn get(
         &self,
         state: Data<&AppState>,
+        caller: PlatformCaller,
         /// The organization's id.
         id: Path<Uuid>,
     ) -> Result<Json<OrganizationOut>, ApiError> {
+        caller.may_act_on(id.0, Role::Viewer)?;
         let row = organizations::find(&state.db, id.0).await?;
         Ok(Json(row.into()))
     }
 
     /// Update an organization (partial).
+    ///
+    /// In keys mode: an admin or owner of it, or the admin token.
     ///
     /// Any subset of the writable fields; a change to nothing leaves `updatedAt` as it was.
     #[oai(
@@ -179,15 +196,19 @@ impl OrganizationsApi {
     async fn update(
         &self,
         state: Data<&AppState>,
+        caller: PlatformCaller,
         /// The organization's id.
         id: Path<Uuid>,
         body: JsonBody<OrganizationUpdate>,
     ) -> Result<Json<OrganizationOut>, ApiError> {
+        caller.may_act_on(id.0, Role::Admin)?;
         let row = organizations::update(&state.db, id.0, body.0).await?;
         Ok(Json(row.into()))
     }
 
     /// Delete an organization.
+    ///
+    /// In keys mode: an owner of it, or the admin token.
     ///
     /// 409 while it still owns users, tools, actions, flows or execution logs (the detail says
     /// how many of each); with `?cascade=true` it is deleted with all of its rows in one
@@ -200,11 +221,13 @@ impl OrganizationsApi {
     async fn delete(
         &self,
         state: Data<&AppState>,
+        caller: PlatformCaller,
         /// The organization's id.
         id: Path<Uuid>,
         /// Also delete every row the organization owns.
         cascade: Query<Option<bool>>,
     ) -> Result<Deleted, ApiError> {
+        caller.may_act_on(id.0, Role::Owner)?;
         organizations::delete(&state.db, id.0, cascade.0.unwrap_or(false)).await?;
         Ok(Deleted::Deleted)
     }

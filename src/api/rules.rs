@@ -6,11 +6,14 @@ use std::sync::LazyLock;
 
 use poem_openapi::registry::Registry;
 use poem_openapi::types::{ParseFromJSON, ToJSON, Type};
+use poem_openapi::Enum;
 use regex::Regex;
 use serde_json::Value;
 use url::{Host, Url};
 use uuid::Uuid;
 use validator::ValidateEmail;
+
+use crate::identity::Role;
 
 fn json_type(value: &Value) -> &'static str {
     match value {
@@ -118,9 +121,10 @@ pub fn email(value: Value) -> Result<String, String> {
 /// exactly as sent (trimmed), not normalised.
 ///
 /// Refused beyond what the parser refuses: another scheme, a URL without `//` and a host, white
-/// space or control characters anywhere (the parser would quietly drop or encode them), a user
-/// name or password, and an IPv4 address not written as four decimal numbers (`http://1.2.3`
-/// is 1.2.0.3 to the parser, and to no reader).
+/// space or control characters anywhere (the parser would quietly drop or encode them), other
+/// than ASCII after the host, a user name or password, a host name that is no DNS name, and an
+/// IPv4 address not written as four decimal numbers (`http://1.2.3` is 1.2.0.3 to the parser,
+/// and to no reader).
 pub fn http_url(value: Value) -> Result<String, String> {
     let raw = text(1, 2048)(value)?;
     let refused = || "must be an absolute http or https URL".to_owned();
@@ -137,14 +141,53 @@ pub fn http_url(value: Value) -> Result<String, String> {
     if !url.username().is_empty() || url.password().is_some() {
         return Err("must not contain a user name or password".to_owned());
     }
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    if !rest[authority_end..].is_ascii() {
+        return Err("must be ASCII after the host: percent-encode other characters".to_owned());
+    }
+    let written_host = rest[..authority_end].split(':').next().unwrap_or_default();
     match url.host() {
-        None => Err(refused()),
-        Some(Host::Ipv4(address))
-            if rest.split([':', '/', '?', '#']).next() != Some(&address.to_string()) =>
-        {
-            Err(refused())
-        }
+        Some(Host::Ipv4(address)) if written_host != address.to_string() => Err(refused()),
+        Some(Host::Domain(name)) if !DNS_NAME.is_match(name) => Err(refused()),
         Some(_) => Ok(raw),
+        None => Err(refused()),
+    }
+}
+
+/// A DNS name in its ASCII form (what an internationalised name becomes): labels of letters,
+/// digits and hyphens, the last starting with a letter. The URL standard also takes `*`, `!`
+/// and the like in a host name, which no DNS name holds.
+static DNS_NAME: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^(?:[A-Za-z0-9-]+\.)*[A-Za-z][A-Za-z0-9-]*\.?$").expect("valid"));
+
+/// A role (`owner`, `admin`, `editor`, `viewer`), case-sensitive.
+pub fn role(value: Value) -> Result<Role, String> {
+    let name = one_of::<RoleName>(value)?;
+    Role::parse(&name).ok_or_else(|| "must be one of: owner, admin, editor, viewer".to_owned())
+}
+
+/// What a user or an API key may do, on the wire; see [`Role`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Enum)]
+#[oai(rename = "Role", rename_all = "lowercase")]
+pub enum RoleName {
+    /// Also gives and takes `owner`, and deletes the organization.
+    Owner,
+    /// Also manages users (up to `admin`), every API key, and the organization.
+    Admin,
+    /// Creates, changes and deletes tools, actions, flows and execution logs.
+    Editor,
+    /// Reads everything of the organization.
+    Viewer,
+}
+
+impl From<Role> for RoleName {
+    fn from(role: Role) -> Self {
+        match role {
+            Role::Owner => RoleName::Owner,
+            Role::Admin => RoleName::Admin,
+            Role::Editor => RoleName::Editor,
+            Role::Viewer => RoleName::Viewer,
+        }
     }
 }
 

@@ -16,9 +16,9 @@ use super::rules::{http_url, one_of, text};
 use super::timestamp::Timestamp;
 use super::ApiTags;
 use crate::error::ApiError;
+use crate::identity::{Caller, Read, Write};
 use crate::service::tools::{self, NewTool, ToolChanges};
-use crate::startup::AppState;
-use crate::tenant::Tenant;
+use crate::state::AppState;
 
 /// How a tool authenticates its calls.
 #[derive(Enum)]
@@ -166,10 +166,10 @@ impl ToolsApi {
     async fn create(
         &self,
         state: Data<&AppState>,
-        tenant: Tenant,
+        caller: Caller<Write>,
         body: JsonBody<ToolIn>,
     ) -> Result<Created<ToolOut>, ApiError> {
-        let row = tools::create(&state.db, &tenant, body.0).await?;
+        let row = tools::create(&state.db, &caller.tenant, body.0).await?;
         Ok(Created::at("/tools", row.id, row.into()))
     }
 
@@ -178,7 +178,7 @@ impl ToolsApi {
     async fn list(
         &self,
         state: Data<&AppState>,
-        tenant: Tenant,
+        caller: Caller<Read>,
         request: &Request,
         /// Page size, 1 to 1000 (default 100).
         #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
@@ -188,7 +188,7 @@ impl ToolsApi {
         cursor: Query<Option<String>>,
     ) -> Result<Listed<ToolOut>, ApiError> {
         let page = page_request(limit.0, cursor.0.as_deref())?;
-        let rows = tools::list(&state.db, &tenant, page).await?;
+        let rows = tools::list(&state.db, &caller.tenant, page).await?;
         Ok(Listed::page(request, page, rows))
     }
 
@@ -197,11 +197,11 @@ impl ToolsApi {
     async fn get(
         &self,
         state: Data<&AppState>,
-        tenant: Tenant,
+        caller: Caller<Read>,
         /// The tool's id.
         id: Path<Uuid>,
     ) -> Result<Json<ToolOut>, ApiError> {
-        let row = tools::find(&state.db, &tenant, id.0).await?;
+        let row = tools::find(&state.db, &caller.tenant, id.0).await?;
         Ok(Json(row.into()))
     }
 
@@ -210,12 +210,12 @@ impl ToolsApi {
     async fn update(
         &self,
         state: Data<&AppState>,
-        tenant: Tenant,
+        caller: Caller<Write>,
         /// The tool's id.
         id: Path<Uuid>,
         body: JsonBody<ToolUpdate>,
     ) -> Result<Json<ToolOut>, ApiError> {
-        let row = tools::update(&state.db, &tenant, id.0, body.0).await?;
+        let row = tools::update(&state.db, &caller.tenant, id.0, body.0).await?;
         Ok(Json(row.into()))
     }
 
@@ -226,13 +226,13 @@ impl ToolsApi {
     async fn delete(
         &self,
         state: Data<&AppState>,
-        tenant: Tenant,
+        caller: Caller<Write>,
         /// The tool's id.
         id: Path<Uuid>,
         /// Also delete the tool's actions.
         cascade: Query<Option<bool>>,
     ) -> Result<Deleted, ApiError> {
-        tools::delete(&state.db, &tenant, id.0, cascade.0.unwrap_or(false)).await?;
+        tools::delete(&state.db, &caller.tenant, id.0, cascade.0.unwrap_or(false)).await?;
         Ok(Deleted::Deleted)
     }
 }

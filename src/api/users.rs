@@ -12,13 +12,13 @@ use uuid::Uuid;
 use super::body::{Fields, JsonBody, ReadBody};
 use super::pagination::page_request;
 use super::responses::{Created, Deleted, Listed};
-use super::rules::{email, text};
+use super::rules::{email, role, text, RoleName};
 use super::timestamp::Timestamp;
 use super::ApiTags;
 use crate::error::ApiError;
+use crate::identity::{Caller, Manage, Read};
 use crate::service::users::{self, NewUser, UserChanges};
-use crate::startup::AppState;
-use crate::tenant::Tenant;
+use crate::state::AppState;
 
 /// A user of an organization.
 #[derive(Object)]
@@ -33,6 +33,8 @@ pub struct UserOut {
     /// Display name, if any.
     #[oai(nullable)]
     pub name: Option<String>,
+    /// What the user may do in the organization.
+    pub role: RoleName,
     /// When it was created.
     pub created_at: Timestamp,
     /// When it was last changed.
@@ -41,10 +43,12 @@ pub struct UserOut {
 
 impl From<user::Model> for UserOut {
     fn from(row: user::Model) -> Self {
+        let role = users::role_of(&row).into();
         Self {
             id: row.id,
             org_id: row.org_id,
             email: row.email,
+            role,
             name: row.name,
             created_at: row.created_at.into(),
             updated_at: row.updated_at.into(),
@@ -72,6 +76,10 @@ pub struct UserIn {
     #[oai(validator(max_length = 200))]
     #[oai(nullable)]
     pub name: Option<String>,
+    /// Default `editor`; at most the caller's own role. An organization's first user is its
+    /// `owner` whatever is asked.
+    #[oai(nullable)]
+    pub role: Option<RoleName>,
 }
 
 impl Example for UserIn {
@@ -79,6 +87,7 @@ impl Example for UserIn {
         Self {
             email: "ada@example.com".to_owned(),
             name: Some("Ada Lovelace".to_owned()),
+            role: Some(RoleName::Editor),
         }
     }
 }
@@ -90,6 +99,7 @@ impl ReadBody for UserIn {
         NewUser {
             email: fields.required("email", email),
             name: fields.optional("name", text(0, 200)),
+            role: fields.optional("role", role),
         }
     }
 }
@@ -114,6 +124,9 @@ pub struct UserUpdate {
     #[oai(validator(max_length = 200))]
     #[oai(nullable)]
     pub name: Option<String>,
+    /// A new role: at most the caller's own; nobody changes their own; only an owner gives or
+    /// takes `owner`; the last owner stays (409).
+    pub role: Option<RoleName>,
 }
 
 impl Example for UserUpdate {
@@ -121,6 +134,7 @@ impl Example for UserUpdate {
         Self {
             email: None,
             name: Some("Ada King".to_owned()),
+            role: None,
         }
     }
 }
@@ -132,6 +146,7 @@ impl ReadBody for UserUpdate {
         UserChanges {
             email: fields.patch("email", email),
             name: fields.patch_nullable("name", text(0, 200)),
+            role: fields.patch("role", role),
         }
     }
 }
@@ -143,16 +158,17 @@ pub struct UsersApi;
 impl UsersApi {
     /// Create a user.
     ///
-    /// The caller must be a user of the organization, except for the organization's first
-    /// user: into an organization with no users, any well-formed `X-User-ID` may create one.
+    /// Needs `admin` (and `owner` to create an owner), except for the organization's first
+    /// user: into an organization with no users, any well-formed `X-User-ID` may create one,
+    /// who becomes its `owner`.
     #[oai(path = "/users", method = "post", operation_id = "createUser")]
     async fn create(
         &self,
         state: Data<&AppState>,
-        tenant: Tenant,
+        caller: Caller<Manage>,
         body: JsonBody<UserIn>,
     ) -> Result<Created<UserOut>, ApiError> {
-        let row = users::create(&state.db, &tenant, body.0).await?;
+        let row = users::create(&state.db, &caller.tenant, body.0).await?;
         Ok(Created::at("/users", row.id, row.into()))
     }
 
@@ -161,7 +177,7 @@ impl UsersApi {
     async fn list(
         &self,
         state: Data<&AppState>,
-        tenant: Tenant,
+        caller: Caller<Read>,
         request: &Request,
         /// Page size, 1 to 1000 (default 100).
         #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
@@ -171,7 +187,7 @@ impl UsersApi {
         cursor: Query<Option<String>>,
     ) -> Result<Listed<UserOut>, ApiError> {
         let page = page_request(limit.0, cursor.0.as_deref())?;
-        let rows = users::list(&state.db, &tenant, page).await?;
+        let rows = users::list(&state.db, &caller.tenant, page).await?;
         Ok(Listed::page(request, page, rows))
     }
 
@@ -180,11 +196,11 @@ impl UsersApi {
     async fn get(
         &self,
         state: Data<&AppState>,
-        tenant: Tenant,
+        caller: Caller<Read>,
         /// The user's id.
         id: Path<Uuid>,
     ) -> Result<Json<UserOut>, ApiError> {
-        let row = users::find(&state.db, &tenant, id.0).await?;
+        let row = users::find(&state.db, &caller.tenant, id.0).await?;
         Ok(Json(row.into()))
     }
 
@@ -193,12 +209,12 @@ impl UsersApi {
     async fn update(
         &self,
         state: Data<&AppState>,
-        tenant: Tenant,
+        caller: Caller<Manage>,
         /// The user's id.
         id: Path<Uuid>,
         body: JsonBody<UserUpdate>,
     ) -> Result<Json<UserOut>, ApiError> {
-        let row = users::update(&state.db, &tenant, id.0, body.0).await?;
+        let row = users::update(&state.db, &caller.tenant, id.0, body.0).await?;
         Ok(Json(row.into()))
     }
 
@@ -209,13 +225,13 @@ impl UsersApi {
     async fn delete(
         &self,
         state: Data<&AppState>,
-        tenant: Tenant,
+        caller: Caller<Manage>,
         /// The user's id.
         id: Path<Uuid>,
         /// Also delete the user's execution logs.
         cascade: Query<Option<bool>>,
     ) -> Result<Deleted, ApiError> {
-        users::delete(&state.db, &tenant, id.0, cascade.0.unwrap_or(false)).await?;
+        users::delete(&state.db, &caller.tenant, id.0, cascade.0.unwrap_or(false)).await?;
         Ok(Deleted::Deleted)
     }
 }

@@ -1,10 +1,12 @@
 //! Business rules and queries, one file per resource. No HTTP types here.
 
 pub mod actions;
+pub mod api_keys;
 pub mod execution_logs;
 pub mod flows;
 pub mod organizations;
 pub mod pagination;
+pub mod signup;
 pub mod tenancy;
 pub mod tenant_scope;
 pub mod tools;
@@ -22,6 +24,12 @@ pub enum ServiceError {
     /// The caller is not a user of the organization it names.
     #[error("the caller is not a user of the organization")]
     NotAMember,
+    /// The caller's role is below the one the call needs.
+    #[error("the call needs the {0} role")]
+    LacksRole(tenancy::Role),
+    /// A rule of roles forbids the call whatever the caller's role (giving oneself a role).
+    #[error("{0}")]
+    Forbidden(String),
     #[error("conflict: {0}")]
     Conflict(String),
     /// A body names a row that does not exist in the caller's organization.

@@ -1,7 +1,10 @@
 //! Organizations: the tenants themselves.
 
 use entity::{action, execution_log, flow, organization, tool, user};
-use sea_orm::{ActiveModelTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QuerySelect, Set};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, PaginatorTrait,
+    QueryFilter, QuerySelect, Set,
+};
 use uuid::Uuid;
 
 use super::pagination::{fetch_page, Page, PageRequest};
@@ -21,15 +24,19 @@ pub struct OrganizationChanges {
     pub name: Option<String>,
 }
 
-pub async fn create(db: &Pool, new: NewOrganization) -> Result<organization::Model, ServiceError> {
+/// The row of a new organization.
+pub fn new_row(new: NewOrganization) -> organization::ActiveModel {
     let at = now();
-    let row = organization::ActiveModel {
+    organization::ActiveModel {
         id: Set(Uuid::now_v7()),
         name: Set(new.name),
         created_at: Set(at),
         updated_at: Set(at),
-    };
-    Ok(row.insert(db).await?)
+    }
+}
+
+pub async fn create(db: &Pool, new: NewOrganization) -> Result<organization::Model, ServiceError> {
+    Ok(new_row(new).insert(db).await?)
 }
 
 pub async fn find(
@@ -42,15 +49,15 @@ pub async fn find(
         .ok_or(ServiceError::NotFound("organization"))
 }
 
-pub async fn list(db: &Pool, page: PageRequest) -> Result<Page<organization::Model>, ServiceError> {
-    Ok(fetch_page(
-        db,
-        organization::Entity::find(),
-        organization::Column::Id,
-        |row| row.id,
-        page,
-    )
-    .await?)
+/// One page of organizations: every one, or only `only` (a key's own).
+pub async fn list(
+    db: &Pool,
+    only: Option<Uuid>,
+    page: PageRequest,
+) -> Result<Page<organization::Model>, ServiceError> {
+    let rows = organization::Entity::find()
+        .filter(Condition::all().add_option(only.map(|id| organization::Column::Id.eq(id))));
+    Ok(fetch_page(db, rows, organization::Column::Id, |row| row.id, page).await?)
 }
 
 /// Applies `changes`; a change to nothing (absent fields, or the stored values) writes nothing

@@ -2,28 +2,94 @@
 //! the very statement that reads or writes the rows: one round trip per query, and no moment
 //! between a check and the query it guards.
 //!
+//! The caller's role travels the same way: [`member`] admits only a member whose role is at
+//! least the one the call needs ([`Tenant::least`]), so that a right is checked by the very
+//! statement it guards, and a user demoted a moment ago is refused by the next one.
+//!
 //! This module sits below the door ([`super::tenant_scope`]), which builds every tenant query
 //! from these conditions; it queries the users table itself, since membership is what the
 //! door is made of.
 
 use entity::{organization, user};
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, LockType, Query, SelectStatement};
-use sea_orm::{
-    ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QuerySelect,
-};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect};
 use uuid::Uuid;
 
 use super::ServiceError;
 
-/// Who a tenant call acts for: a user claimed to belong to an organization.
+/// What a user may do in their organization, from the least to the most. See API.md, "Roles".
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    /// Reads everything of the organization.
+    Viewer,
+    /// Also creates, changes and deletes tools, actions, flows, execution logs and runs.
+    Editor,
+    /// Also manages users (up to `admin`), every API key, and the organization itself.
+    Admin,
+    /// Also gives and takes `owner`, and deletes the organization.
+    Owner,
+}
+
+impl Role {
+    /// Every role, from the least to the most.
+    pub const ALL: [Role; 4] = [Role::Viewer, Role::Editor, Role::Admin, Role::Owner];
+
+    /// The role's name on the wire and in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Editor => "editor",
+            Role::Admin => "admin",
+            Role::Owner => "owner",
+        }
+    }
+
+    /// The role named `name`; `None` for anything else (letter case matters).
+    pub fn parse(name: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|role| role.as_str() == name)
+    }
+
+    /// The names of this role and every role above it.
+    fn and_above(self) -> impl Iterator<Item = &'static str> {
+        Role::ALL
+            .into_iter()
+            .filter(move |role| *role >= self)
+            .map(Role::as_str)
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Who a tenant call acts for: a user claimed to belong to an organization, and the least role
+/// the call needs.
 ///
 /// The claim is not trusted. Every query through the door ([`super::tenant_scope`]) carries
 /// [`member`] in its own `WHERE`, so it reads and writes nothing unless the claim holds at that
-/// moment; when a query finds nothing, [`refusal_or`] tells a stranger from a missing row.
+/// moment; when a query finds nothing, [`refusal_or`] tells a stranger or a user without the
+/// right from a missing row.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Tenant {
     pub org_id: Uuid,
     pub user_id: Uuid,
+    /// The least role the call needs.
+    pub least: Role,
+    /// The most the caller's credentials allow: a key's own role, `Owner` for the headers (the
+    /// user's role is then the only bound).
+    pub most: Role,
+}
+
+impl Tenant {
+    /// The same caller, for a step that needs at least `role` (never less than the call needs).
+    pub fn needing(self, role: Role) -> Tenant {
+        Tenant {
+            least: self.least.max(role),
+            ..self
+        }
+    }
 }
 
 /// The alias of the users table inside the conditions, so that they never bind to the outer
@@ -39,30 +105,35 @@ fn users_of(org_id: Uuid) -> SelectStatement {
         .to_owned()
 }
 
-/// True while `tenant.user_id` is a user of `tenant.org_id`.
+/// True while `tenant.user_id` is a user of `tenant.org_id` with at least `tenant.least`.
 pub fn member(tenant: &Tenant) -> Expr {
-    Expr::exists(
-        users_of(tenant.org_id)
-            .and_where(Expr::col((Alias::new(MEMBER), user::Column::Id)).eq(tenant.user_id))
-            .to_owned(),
-    )
+    let mut user = users_of(tenant.org_id)
+        .and_where(Expr::col((Alias::new(MEMBER), user::Column::Id)).eq(tenant.user_id))
+        .to_owned();
+    if tenant.least > Role::Viewer {
+        user.and_where(
+            Expr::col((Alias::new(MEMBER), user::Column::Role)).is_in(tenant.least.and_above()),
+        );
+    }
+    Expr::exists(user)
 }
 
 /// True while the organization has no users: the moment for its first one. Only meaningful
-/// under [`lock_for_first_user`], which makes concurrent first users take turns.
+/// under [`lock_organization`], which makes concurrent first users take turns.
 pub fn has_no_users(org_id: Uuid) -> Expr {
     Expr::exists(users_of(org_id)).not()
 }
 
-/// Locks the organization's row until the end of `txn`, so that of concurrent requests for
-/// its first user one decides at a time (on SQLite the write transaction itself takes turns);
+/// Locks the organization's row until the end of `txn`, so that changes to who its users are
+/// and what roles they hold take turns (on SQLite the write transaction itself takes turns):
+/// of concurrent requests for its first user, or changes of its owners, one decides at a time.
 /// `NotAMember` when there is no such organization.
 ///
 /// An `INSERT … SELECT … WHERE NOT EXISTS (users)` alone does not serialise: under READ
 /// COMMITTED each racer sees no users and inserts one. `FOR NO KEY UPDATE` makes the others
-/// wait here, and their insert's fresh snapshot then sees the first user. It does not block
-/// the foreign-key checks (`FOR KEY SHARE`) of other writes into the organization.
-pub async fn lock_for_first_user(
+/// wait here, and their next statement's fresh snapshot then sees the first one's work. It does
+/// not block the foreign-key checks (`FOR KEY SHARE`) of other writes into the organization.
+pub async fn lock_organization(
     txn: &impl ConnectionTrait,
     org_id: Uuid,
 ) -> Result<(), ServiceError> {
@@ -74,26 +145,45 @@ pub async fn lock_for_first_user(
         .ok_or(ServiceError::NotAMember)
 }
 
-/// Whether the tenant's claim holds now: one statement, asked only after a query found nothing.
-pub async fn is_member(db: &impl ConnectionTrait, tenant: &Tenant) -> Result<bool, ServiceError> {
-    let members = user::Entity::find()
+/// The caller's role now (the user's, bounded by [`Tenant::most`]), or `None` when they are
+/// not a member: one statement, asked only after a query found nothing, or by a rule that
+/// depends on the role.
+pub async fn role_of(
+    db: &impl ConnectionTrait,
+    tenant: &Tenant,
+) -> Result<Option<Role>, ServiceError> {
+    let user = user::Entity::find()
         .filter(user::Column::OrgId.eq(tenant.org_id))
         .filter(user::Column::Id.eq(tenant.user_id))
-        .count(db)
+        .one(db)
         .await?;
-    Ok(members > 0)
+    Ok(user
+        .and_then(|user| Role::parse(&user.role))
+        .map(|role| role.min(tenant.most)))
 }
 
-/// What it means that a query of the door found nothing: the caller is not a member (403), or
-/// else `otherwise` (no such row, an unknown reference).
+/// The caller's role, refused when they are not a member or lack `tenant.least`.
+pub async fn require_role(
+    db: &impl ConnectionTrait,
+    tenant: &Tenant,
+) -> Result<Role, ServiceError> {
+    match role_of(db, tenant).await? {
+        None => Err(ServiceError::NotAMember),
+        Some(role) if role < tenant.least => Err(ServiceError::LacksRole(tenant.least)),
+        Some(role) => Ok(role),
+    }
+}
+
+/// What it means that a query of the door found nothing: the caller is not a member (403),
+/// lacks the role the call needs (403), or else `otherwise` (no such row, an unknown
+/// reference).
 pub async fn refusal_or(
     db: &impl ConnectionTrait,
     tenant: &Tenant,
     otherwise: ServiceError,
 ) -> ServiceError {
-    match is_member(db, tenant).await {
-        Ok(true) => otherwise,
-        Ok(false) => ServiceError::NotAMember,
+    match require_role(db, tenant).await {
+        Ok(_) => otherwise,
         Err(err) => err,
     }
 }

@@ -6,7 +6,7 @@
 //! A query that finds nothing asks once more, only then, whether the caller is a member: a
 //! stranger gets [`ServiceError::NotAMember`] (403), a member the query's own answer (404, 422).
 
-use entity::{action, execution_log, flow, tool, user};
+use entity::{action, api_key, execution_log, flow, tool, user};
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
     ActiveModelTrait, ActiveValue, ColumnTrait, Condition, ConnectionTrait, DbErr, DeleteMany,
@@ -17,7 +17,7 @@ use uuid::Uuid;
 use super::pagination::{fetch_page, Page, PageRequest};
 use super::tenancy::{self, refusal_or, Tenant};
 use super::{conflict_on_reference, ServiceError};
-use crate::db::Pool;
+use crate::db::{Pool, Transaction};
 
 /// A table whose rows belong to one organization.
 pub trait TenantScoped: EntityTrait<Model: Sync> {
@@ -95,6 +95,7 @@ tenant_scoped!(
     action => "action",
     flow => "flow",
     execution_log => "execution log",
+    api_key => "API key",
 );
 
 /// Row `id` of the tenant's organization, or `NotFound` (also when it belongs to another
@@ -119,8 +120,8 @@ pub async fn page_for<E: TenantScoped>(
 ) -> Result<Page<E::Model>, ServiceError> {
     let rows = E::find_for(tenant).filter(condition);
     let page = fetch_page(db, rows, E::id_column(), E::id_of, page).await?;
-    if page.items.is_empty() && !tenancy::is_member(db, tenant).await? {
-        return Err(ServiceError::NotAMember);
+    if page.items.is_empty() {
+        tenancy::require_role(db, tenant).await?;
     }
     Ok(page)
 }
@@ -202,7 +203,7 @@ pub async fn insert_for<E: TenantScoped>(
 }
 
 /// Why an admitted member's insert found nothing to write: its reference is gone (422), or,
-/// with no reference, the caller stopped being a member in between.
+/// with no reference, the caller lost membership or role in between.
 fn missing(reference: Option<Reference>) -> ServiceError {
     reference.map_or(ServiceError::NotAMember, |reference| reference.unknown())
 }
@@ -319,17 +320,30 @@ pub async fn delete_with_dependents<E: TenantScoped, D: TenantScoped>(
     dependents: Dependents<D>,
 ) -> Result<(), ServiceError> {
     let txn = db.begin().await?;
+    delete_with_dependents_in::<E, D>(&txn, tenant, id, cascade, dependents).await?;
+    txn.commit().await?;
+    Ok(())
+}
+
+/// [`delete_with_dependents`] inside the caller's transaction `txn`, which it leaves open.
+pub async fn delete_with_dependents_in<E: TenantScoped, D: TenantScoped>(
+    txn: &Transaction,
+    tenant: &Tenant,
+    id: Uuid,
+    cascade: bool,
+    dependents: Dependents<D>,
+) -> Result<(), ServiceError> {
     if E::find_one_for(tenant, id)
         .lock_exclusive()
-        .one(&txn)
+        .one(txn)
         .await?
         .is_none()
     {
-        return Err(refusal_or(&txn, tenant, ServiceError::NotFound(E::NAME)).await);
+        return Err(refusal_or(txn, tenant, ServiceError::NotFound(E::NAME)).await);
     }
     let count = D::find_for(tenant)
         .filter(dependents.column.eq(id))
-        .count(&txn)
+        .count(txn)
         .await?;
     if count > 0 && !cascade {
         return Err(ServiceError::Conflict(format!(
@@ -341,12 +355,12 @@ pub async fn delete_with_dependents<E: TenantScoped, D: TenantScoped>(
     if cascade {
         D::delete_for(tenant)
             .filter(dependents.column.eq(id))
-            .exec(&txn)
+            .exec(txn)
             .await?;
     }
     E::delete_for(tenant)
         .filter(E::id_column().eq(id))
-        .exec(&txn)
+        .exec(txn)
         .await
         .map_err(|err| {
             let detail = format!(
@@ -356,6 +370,5 @@ pub async fn delete_with_dependents<E: TenantScoped, D: TenantScoped>(
             );
             conflict_on_reference(err, &detail)
         })?;
-    txn.commit().await?;
     Ok(())
 }

@@ -1,17 +1,17 @@
-//! Users of an organization.
+//! Users of an organization, and the rules of their roles.
 
 use entity::{execution_log, user};
-use sea_orm::{Condition, Set};
+use sea_orm::{ColumnTrait, Condition, PaginatorTrait, QueryFilter, Set};
 use uuid::Uuid;
 
 use super::pagination::{Page, PageRequest};
-use super::tenancy::{self, Tenant};
+use super::tenancy::{self, Role, Tenant};
 use super::tenant_scope::{
-    delete_with_dependents, get_for, insert_for, insert_where, page_for, set_if_changed,
-    update_returning, Dependents,
+    delete_with_dependents_in, get_for, insert_for, insert_where, page_for, set_if_changed,
+    update_returning, Dependents, TenantScoped,
 };
 use super::{conflict_on_duplicate, now, ServiceError};
-use crate::db::Pool;
+use crate::db::{Pool, Transaction};
 
 const DUPLICATE_EMAIL: &str = "a user with this email already exists in the organization";
 
@@ -20,6 +20,8 @@ const DUPLICATE_EMAIL: &str = "a user with this email already exists in the orga
 pub struct NewUser {
     pub email: String,
     pub name: Option<String>,
+    /// `None` for the default, `editor`.
+    pub role: Option<Role>,
 }
 
 /// A validated partial update; `None` leaves a field as it is, `Some(None)` clears `name`.
@@ -27,6 +29,7 @@ pub struct NewUser {
 pub struct UserChanges {
     pub email: Option<String>,
     pub name: Option<Option<String>>,
+    pub role: Option<Role>,
 }
 
 /// The key that makes emails unique regardless of letter case.
@@ -34,21 +37,39 @@ fn fold(email: &str) -> String {
     email.to_lowercase()
 }
 
-/// Adds a user when the tenant is a member (one statement), or when the organization exists and
-/// has no users yet (its first user); otherwise `NotAMember`.
-pub async fn create(db: &Pool, tenant: &Tenant, new: NewUser) -> Result<user::Model, ServiceError> {
+/// The role of a stored user (a row always holds one of the four; the database checks it).
+pub fn role_of(row: &user::Model) -> Role {
+    Role::parse(&row.role).unwrap_or(Role::Viewer)
+}
+
+/// The row of a new user of organization `org_id`.
+pub fn new_row(org_id: Uuid, new: NewUser) -> user::ActiveModel {
     let at = now();
-    let row = user::ActiveModel {
+    let role = new.role.unwrap_or(Role::Editor);
+    user::ActiveModel {
         id: Set(Uuid::now_v7()),
-        org_id: Set(tenant.org_id),
+        org_id: Set(org_id),
         email_folded: Set(fold(&new.email)),
         email: Set(new.email),
         name: Set(new.name),
+        role: Set(role.as_str().to_owned()),
         created_at: Set(at),
         updated_at: Set(at),
-    };
-    let added = match insert_for::<user::Entity>(db, tenant, row.clone(), None).await {
-        Err(ServiceError::NotAMember) => add_first_user(db, tenant, row).await,
+    }
+}
+
+/// Adds a user. A member needs `admin`, and `owner` to add an owner: nobody gives a role above
+/// their own. Into an organization that exists and has no users yet, anyone may add its first
+/// user, who becomes its `owner` whatever role was asked for.
+pub async fn create(db: &Pool, tenant: &Tenant, new: NewUser) -> Result<user::Model, ServiceError> {
+    let role = new.role.unwrap_or(Role::Editor);
+    let mut row = new_row(tenant.org_id, new);
+    let giver = tenant.needing(role);
+    let added = match insert_for::<user::Entity>(db, &giver, row.clone(), None).await {
+        Err(ServiceError::NotAMember) => {
+            row.role = Set(Role::Owner.as_str().to_owned());
+            add_first_user(db, tenant, row).await
+        }
         added => added,
     };
     added.map_err(|err| conflict_on_duplicate(err, DUPLICATE_EMAIL))
@@ -63,7 +84,7 @@ async fn add_first_user(
     row: user::ActiveModel,
 ) -> Result<user::Model, ServiceError> {
     let txn = db.begin().await?;
-    tenancy::lock_for_first_user(&txn, tenant.org_id).await?;
+    tenancy::lock_organization(&txn, tenant.org_id).await?;
     let added = insert_where::<user::Entity>(&txn, row, tenancy::has_no_users(tenant.org_id))
         .await?
         .ok_or(ServiceError::NotAMember)?;
@@ -83,36 +104,100 @@ pub async fn list(
     page_for::<user::Entity>(db, tenant, Condition::all(), page).await
 }
 
+/// How many owners the organization has, read inside `txn` (which holds the organization's
+/// lock, so that no other change of owners can land in between).
+async fn owners(txn: &Transaction, org_id: Uuid) -> Result<u64, ServiceError> {
+    Ok(user::Entity::find_in_org(org_id)
+        .filter(user::Column::Role.eq(Role::Owner.as_str()))
+        .count(txn)
+        .await?)
+}
+
+/// Reads user `id` for a change by the caller, inside `txn` under the organization's lock, and
+/// checks the rules that do not depend on the change: only an owner changes or deletes an
+/// owner. Returns the user and the caller's role.
+async fn target_for_change(
+    txn: &Transaction,
+    tenant: &Tenant,
+    id: Uuid,
+) -> Result<(user::Model, Role), ServiceError> {
+    tenancy::lock_organization(txn, tenant.org_id).await?;
+    let target = get_for::<user::Entity>(txn, tenant, id).await?;
+    let caller_role = tenancy::require_role(txn, tenant).await?;
+    if role_of(&target) == Role::Owner && caller_role < Role::Owner {
+        return Err(ServiceError::LacksRole(Role::Owner));
+    }
+    Ok((target, caller_role))
+}
+
+/// Applies `changes`. A role change follows the rules of roles: nobody changes their own role
+/// or gives one above their own, and the organization keeps at least one owner (409), however
+/// many changes race: they take turns on the organization's row.
 pub async fn update(
     db: &Pool,
     tenant: &Tenant,
     id: Uuid,
     changes: UserChanges,
 ) -> Result<user::Model, ServiceError> {
-    let current = find(db, tenant, id).await?;
+    let txn = db.begin().await?;
+    let (current, caller_role) = target_for_change(&txn, tenant, id).await?;
     let mut row: user::ActiveModel = Default::default();
     let email_folded = changes.email.as_deref().map(fold);
-    let changed = set_if_changed(&mut row.email, &current.email, changes.email)
+    let role = changes.role.map(|role| role.as_str().to_owned());
+    let role_changes = set_if_changed(&mut row.role, &current.role, role);
+    if role_changes {
+        let new_role = changes.role.unwrap_or(Role::Viewer);
+        if id == tenant.user_id {
+            return Err(ServiceError::Forbidden(
+                "nobody changes their own role".to_owned(),
+            ));
+        }
+        if new_role > caller_role {
+            return Err(ServiceError::LacksRole(new_role));
+        }
+        if role_of(&current) == Role::Owner && owners(&txn, tenant.org_id).await? <= 1 {
+            return Err(last_owner());
+        }
+    }
+    let changed = role_changes
+        | set_if_changed(&mut row.email, &current.email, changes.email)
         | set_if_changed(&mut row.name, &current.name, changes.name);
     if !changed {
         return Ok(current);
     }
     set_if_changed(&mut row.email_folded, &current.email_folded, email_folded);
     row.updated_at = Set(now());
-    update_returning::<user::Entity>(db, tenant, id, row, None)
+    let updated = update_returning::<user::Entity>(&txn, tenant, id, row, None)
         .await
-        .map_err(|err| conflict_on_duplicate(err, DUPLICATE_EMAIL))
+        .map_err(|err| conflict_on_duplicate(err, DUPLICATE_EMAIL))?;
+    txn.commit().await?;
+    Ok(updated)
 }
 
+fn last_owner() -> ServiceError {
+    ServiceError::Conflict(
+        "the organization must keep at least one owner: make another user owner first".to_owned(),
+    )
+}
+
+/// Deletes a user; only an owner deletes an owner, and never the last one (409). While the user
+/// has execution logs this is a conflict, unless `cascade`. Their API keys go with them.
 pub async fn delete(
     db: &Pool,
     tenant: &Tenant,
     id: Uuid,
     cascade: bool,
 ) -> Result<(), ServiceError> {
+    let txn = db.begin().await?;
+    let (target, _) = target_for_change(&txn, tenant, id).await?;
+    if role_of(&target) == Role::Owner && owners(&txn, tenant.org_id).await? <= 1 {
+        return Err(last_owner());
+    }
     let logs = Dependents::<execution_log::Entity> {
         column: execution_log::Column::UserId,
         label: "execution logs",
     };
-    delete_with_dependents::<user::Entity, _>(db, tenant, id, cascade, logs).await
+    delete_with_dependents_in::<user::Entity, _>(&txn, tenant, id, cascade, logs).await?;
+    txn.commit().await?;
+    Ok(())
 }

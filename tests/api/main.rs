@@ -5,11 +5,14 @@ mod helpers;
 
 mod concurrency;
 mod errors;
+mod identity;
 mod migrations;
 mod openapi;
 mod operations;
 mod organizations;
+mod permissions;
 mod pooler;
+mod rate_limits;
 mod resources;
 mod secrets;
 mod shutdown;

@@ -24,8 +24,9 @@ on_both_backends! {
         }
         let served = app.get("/openapi.json").await;
         assert!(docs.text.contains(&served.text), "Swagger UI shows the document that is served");
-        let both_headers = &served.body["paths"]["/tools"]["get"]["security"];
-        assert_eq!(both_headers, &json!([{ "OrgId": [], "UserId": [] }]), "one requirement with both headers");
+        let security = &served.body["paths"]["/tools"]["get"]["security"];
+        assert_eq!(security, &json!([{ "ApiKey": [] }, { "OrgId": [], "UserId": [] }]), "a key, or one requirement with both headers");
+        assert_eq!(served.body["components"]["securitySchemes"]["ApiKey"]["scheme"], "bearer");
         assert_eq!(served.body["components"]["securitySchemes"]["OrgId"]["name"], "X-Org-ID");
         assert_eq!(served.body["components"]["securitySchemes"]["UserId"]["name"], "X-User-ID");
     }

@@ -37,6 +37,7 @@ async fn give_org_rows(app: &TestApp, org_id: &str) {
         email: Set("a@example.com".into()),
         email_folded: Set("a@example.com".into()),
         name: Set(None),
+        role: Set("owner".into()),
         created_at: Set(at),
         updated_at: Set(at),
     }

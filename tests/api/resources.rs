@@ -75,7 +75,7 @@ on_both_backends! {
                     "https://user@example.com", "https://example.com:65536", "http://1.2.3", "http://0x7f.0.0.1", "https://a b.com",
                     "https://example.com/a b", "https://example.com/\ttab", "HTTP://example.com", "http:example.com", "http:/example.com",
                     "http://[::1", "http://[zz::1]/", "http://[::1]x/", "https://exa mple.com", "javascript:alert(1)", "file:///etc/passwd",
-                    "https://xn--.example", too_long.as_str()] {
+                    "https://xn--.example", "http://250.250.250.250*", "https://a.com!/x", "https://a.1b", "https://example.com/ü", too_long.as_str()] {
             let fields = failing_fields(&app, &caller, "/tools", json!({ "name": "X", "baseUrl": url, "authType": "none" })).await;
             assert_eq!(fields, ["baseUrl"], "{url}");
         }

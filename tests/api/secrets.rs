@@ -10,7 +10,9 @@ use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Region};
 use sea_orm::{ConnectionTrait, Database, Statement};
 use uuid::Uuid;
 
-use crate::helpers::process::{free_port, http, temp_dir, tolstoy, wait_until_up, Server};
+use crate::helpers::process::{
+    free_port, http, http_with, temp_dir, tolstoy, wait_until_up, Server,
+};
 use crate::helpers::{Backend, TestDb};
 
 fn endpoint() -> String {
@@ -73,9 +75,11 @@ async fn the_server_serves_on_the_database_named_in_the_secret_and_logs_no_secre
     let mut url = url::Url::parse(&db.url).expect("url");
     url.set_password(Some(&password)).expect("password");
     let secret = unique_secret_name();
+    // Production is keys mode: creating an organization takes the admin token, from the secret.
+    let admin_token = format!("admin-{}", Uuid::now_v7().simple());
     put_secret(
         &secret,
-        &serde_json::json!({ "DATABASE_URL": url.as_str(), "DIRECT_URL": url.as_str() })
+        &serde_json::json!({ "DATABASE_URL": url.as_str(), "DIRECT_URL": url.as_str(), "ADMIN_TOKEN": admin_token })
             .to_string(),
     )
     .await;
@@ -97,11 +101,19 @@ async fn the_server_serves_on_the_database_named_in_the_secret_and_logs_no_secre
             .expect("spawn"),
     );
     wait_until_up(port);
-    let (status, body) = http(
+    let organization = Some(r#"{"name":"From the secret"}"#);
+    let (status, _) = http(port, "POST", "/organizations", organization).expect("POST");
+    assert!(
+        status.contains("401"),
+        "keys mode needs the admin token: {status}"
+    );
+    let bearer = format!("Bearer {admin_token}");
+    let (status, _, body) = http_with(
         port,
         "POST",
         "/organizations",
-        Some(r#"{"name":"From the secret"}"#),
+        organization,
+        &[("Authorization", bearer.as_str())],
     )
     .expect("POST");
     assert!(status.contains("201"), "{status} {body}");
@@ -129,6 +141,10 @@ async fn the_server_serves_on_the_database_named_in_the_secret_and_logs_no_secre
         "{logs}"
     );
     assert!(!logs.contains(&password), "a secret value reached the logs");
+    assert!(
+        !logs.contains(&admin_token),
+        "the admin token reached the logs"
+    );
     db.destroy().await;
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -8,15 +8,24 @@ Two rules of the server reach inside JSON values, where OpenAPI 3.0 schemas cann
   `error`) contains U+0000, which PostgreSQL cannot store. Top-level text fields say so with a
   pattern; OpenAPI 3.0 has no `propertyNames` for the keys of arbitrary JSON.
 
+One rule of time: an API key's `expiresAt` must be in the future, which a schema cannot say;
+a well-formed time in the past is moved a year past now.
+
 And one rule of the run itself: the caller stays a caller. Schemathesis finds the caller's own
-user and organization ids in list responses; deleting either would leave every later request a
-403 and the rest of the run testing nothing. Such a delete is sent for the nil id instead (404).
+user, organization and key ids (SCHEMATHESIS_ORG_ID, SCHEMATHESIS_USER_ID, SCHEMATHESIS_KEY_ID,
+set by scripts/test.sh) in list responses; deleting (revoking) any of them would leave every
+later request a 403 or 401 and the rest of the run testing nothing. Such a delete, and an update
+of the caller's own user (whose role nobody may change, 403), is sent for the nil id instead
+(404).
 
 Before a body is sent, a repeated step id gets a suffix and a NUL inside a JSON field becomes
 `?`. Neither changes whether the body is valid by the document, so a schema-valid body stays
 valid for the server too and a schema-violating body keeps its violation. The Rust suite holds
 both refusals (tests/api/resources.rs).
 """
+
+import datetime
+import os
 
 import schemathesis
 
@@ -45,11 +54,29 @@ def _unique_step_ids(steps):
 NIL = "00000000-0000-0000-0000-000000000000"
 
 
-def _spare_the_caller(case):
-    if case.method.upper() != "DELETE" or not case.path_parameters:
+def _in_the_future(body):
+    text = body.get("expiresAt")
+    if not isinstance(text, str):
         return
-    headers = {name.lower(): value for name, value in (case.headers or {}).items()}
-    caller = {"/users/{id}": headers.get("x-user-id"), "/organizations/{id}": headers.get("x-org-id")}
+    try:
+        at = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return
+    if at.tzinfo is None:
+        return
+    now = datetime.datetime.now(datetime.timezone.utc)
+    if at <= now:
+        body["expiresAt"] = (now + datetime.timedelta(days=365)).isoformat().replace("+00:00", "Z")
+
+
+def _spare_the_caller(case):
+    method = case.method.upper()
+    if method not in ("DELETE", "PUT") or not case.path_parameters:
+        return
+    caller = {"/users/{id}": os.environ["SCHEMATHESIS_USER_ID"]}
+    if method == "DELETE":
+        caller["/organizations/{id}"] = os.environ["SCHEMATHESIS_ORG_ID"]
+        caller["/api-keys/{id}"] = os.environ["SCHEMATHESIS_KEY_ID"]
     if case.path_parameters.get("id") == caller.get(case.path):
         case.path_parameters["id"] = NIL
 
@@ -60,6 +87,7 @@ def before_call(ctx, case, **kwargs):
     body = case.body
     if not isinstance(body, dict):
         return
+    _in_the_future(body)
     for field in JSON_FIELDS:
         if field in body:
             body[field] = _without_nul(body[field])

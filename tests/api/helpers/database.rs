@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use sea_orm::{ConnectionTrait, Database};
 use tolstoy::config::{PoolSettings, Secret, Settings};
-use tolstoy::roles::Roles;
+use tolstoy::database_roles::DatabaseRoles;
 use tolstoy::secrets::DatabaseUrls;
 use uuid::Uuid;
 
@@ -108,7 +108,7 @@ pub fn with_database(url: &str, name: &str) -> String {
 
 /// Runs the SQL of `tolstoy roles` as the administrator on the new database `name`.
 async fn grant_roles(server_admin_url: &str, database_url: &str, name: &str) {
-    let sql = Roles {
+    let sql = DatabaseRoles {
         owner: OWNER_ROLE,
         app: APP_ROLE,
         database: name,
@@ -203,6 +203,7 @@ impl TestDb {
         DatabaseUrls {
             pooled: Secret::new(self.pooled_url.clone()),
             direct: Secret::new(self.url.clone()),
+            admin_token: None,
         }
     }
 

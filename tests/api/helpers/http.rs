@@ -4,8 +4,11 @@ use poem::http::{HeaderMap, Method};
 use poem::test::TestClient;
 use poem::{Endpoint, EndpointExt, Response};
 use serde_json::Value;
-use tolstoy::config::{PoolSettings, DEFAULT_MAX_BODY_BYTES};
+use std::sync::Arc;
+
+use tolstoy::config::{PoolSettings, Settings, DEFAULT_MAX_BODY_BYTES};
 use tolstoy::db::Pool;
+use tolstoy::identity::IdentityConfig;
 use tolstoy::startup::{build_route, open_database, AppState};
 
 use super::database::{Backend, TestDb};
@@ -85,15 +88,36 @@ impl TestApp {
         let pool = open_database(&db.urls(), pool, true)
             .await
             .expect("open and migrate the test database");
+        let settings = tolstoy::config::Settings::from_lookup(|_| None).expect("default settings");
         let mut state = AppState {
             db: pool.clone(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            identity: std::sync::Arc::new(tolstoy::identity::IdentityConfig::from_settings(
+                &settings.identity,
+            )),
         };
         configure(&mut state);
         Self {
             direct_url: db.url.clone(),
             ..Self::with_endpoint(db.backend, pool, build_route(state))
         }
+    }
+
+    /// Another app on the same database, its state changed by `configure` (e.g. keys mode).
+    pub fn reconfigured(&self, configure: impl FnOnce(&mut AppState)) -> TestApp {
+        let mut state = default_state(self.db.clone());
+        configure(&mut state);
+        Self {
+            direct_url: self.direct_url.clone(),
+            ..Self::with_endpoint(self.backend, self.db.clone(), build_route(state))
+        }
+    }
+
+    /// This app's database served in keys mode, with `settings` (environment names) besides.
+    pub fn in_keys_mode(&self, settings: &[(&str, &str)]) -> TestApp {
+        let mut all = vec![("AUTH_MODE", "keys")];
+        all.extend_from_slice(settings);
+        self.reconfigured(|state| state.identity = identity(&all))
     }
 
     /// A connection on the direct URL, as `tolstoy migrate` opens.
@@ -237,6 +261,27 @@ impl TestApp {
     }
 }
 
+/// The state the server starts with by default (headers mode), on `db`.
+fn default_state(db: Pool) -> AppState {
+    AppState {
+        db,
+        max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+        identity: identity(&[]),
+    }
+}
+
+/// Identity configured as the server would be by these environment variables.
+pub fn identity(settings: &[(&str, &str)]) -> Arc<IdentityConfig> {
+    let settings = Settings::from_lookup(|name| {
+        settings
+            .iter()
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| (*value).to_owned())
+    })
+    .expect("valid settings");
+    Arc::new(IdentityConfig::from_settings(&settings.identity))
+}
+
 /// The ids of a JSON array of rows, in order.
 pub fn ids(rows: &Value) -> Vec<String> {
     rows.as_array()
@@ -312,6 +357,27 @@ impl TestApp {
     pub async fn delete_as(&self, caller: &Caller, path: &str) -> Reply {
         self.send(Method::DELETE, path, None, &caller.headers())
             .await
+    }
+
+    /// Sends a request with `Authorization: Bearer <key>` and nothing else to say who calls.
+    pub async fn with_key(
+        &self,
+        key: &str,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Reply {
+        let bearer = format!("Bearer {key}");
+        self.send(method, path, body, &[("Authorization", bearer.as_str())])
+            .await
+    }
+
+    /// Makes an API key for `caller` with `body`; returns the key itself and its id.
+    pub async fn key_for(&self, caller: &Caller, body: &Value) -> (String, String) {
+        let reply = self.post_as(caller, "/api-keys", body).await;
+        assert_eq!(reply.status, 201, "POST /api-keys: {}", reply.text);
+        let key = reply.body["key"].as_str().expect("key").to_owned();
+        (key, reply.body["id"].as_str().expect("id").to_owned())
     }
 
     /// Creates a row through the API as `caller`; returns its id.

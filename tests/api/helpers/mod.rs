@@ -6,7 +6,7 @@ mod http;
 pub mod process;
 
 pub use database::{pooler_url, with_database, Backend, TestDb};
-pub use http::{ids, next_path, Caller, TestApp};
+pub use http::{identity, ids, next_path, Caller, TestApp};
 
 use std::future::Future;
 

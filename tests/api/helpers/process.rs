@@ -35,21 +35,38 @@ pub fn http(
     path: &str,
     body: Option<&str>,
 ) -> std::io::Result<(String, String)> {
+    let (status, _, body) = http_with(port, method, path, body, &[])?;
+    Ok((status, body))
+}
+
+/// [`http`] with extra request headers; returns the status line, the response headers (one
+/// `name: value` a line) and the body.
+pub fn http_with(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    headers: &[(&str, &str)],
+) -> std::io::Result<(String, String, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let body = body.unwrap_or("");
+    let extra: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
     let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    Ok((
-        head.lines().next().unwrap_or("").to_owned(),
-        body.to_owned(),
-    ))
+    let mut lines = head.lines();
+    let status = lines.next().unwrap_or("").to_owned();
+    let headers = lines.collect::<Vec<_>>().join("\n");
+    Ok((status, headers, body.to_owned()))
 }
 
 pub struct Server(pub Child);

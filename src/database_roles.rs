@@ -15,7 +15,7 @@ pub struct NameError {
 
 /// Who gets what.
 #[derive(Clone, Debug)]
-pub struct Roles<'a> {
+pub struct DatabaseRoles<'a> {
     /// Owns the schema and runs migrations; not a superuser.
     pub owner: &'a str,
     /// The service's role: `SELECT, INSERT, UPDATE, DELETE` on the tables, usage on sequences.
@@ -41,7 +41,7 @@ fn checked<'a>(what: &'static str, name: &'a str) -> Result<&'a str, NameError> 
     }
 }
 
-impl Roles<'_> {
+impl DatabaseRoles<'_> {
     /// The SQL, idempotent: run it again after the roles exist, or after migrations, and it
     /// changes nothing more.
     pub fn setup_sql(&self) -> Result<String, NameError> {

@@ -1,0 +1,16 @@
+//! What every handler and extractor can reach, in a module of its own so that `api`,
+//! `identity` and `startup` all import it and none imports another for it.
+
+use std::sync::Arc;
+
+use crate::db::Pool;
+use crate::identity::IdentityConfig;
+
+/// The shared state of the server.
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Pool,
+    pub max_body_bytes: usize,
+    /// How callers are identified and limited.
+    pub identity: Arc<IdentityConfig>,
+}
