@@ -9,6 +9,8 @@
 //!   checksum without a database query, then looked up by its digest with its user in one
 //!   indexed read; its rights are the lower of its own role and its user's current role, and
 //!   the call is refused (403) here when they are below the operation's.
+//! - With the admin token (both modes): the platform operator, acting as an owner of the
+//!   organization named by `X-Org-ID`.
 //! - With the two headers (headers mode only): their form is checked here (400); membership
 //!   and role are checked by the door inside the call's own statement (see
 //!   `service::tenancy`), so that a header call costs no extra round trip.
@@ -213,6 +215,21 @@ async fn identify(
     least: Role,
 ) -> Result<(Tenant, Option<Uuid>), ApiError> {
     match credentials(request)? {
+        // The platform operator acts as an owner of the organization in X-Org-ID, and records
+        // the user in X-User-ID where a write names one.
+        Credentials::Bearer(token) if state.identity.is_admin_token(token) => {
+            let (org_id, user_id) = header_claim(request)?;
+            let org_id = org_id
+                .ok_or_else(|| ApiError::invalid(ORG_HEADER, "is required with the admin token"))?;
+            let tenant = Tenant {
+                org_id,
+                user_id: user_id.unwrap_or(Uuid::nil()),
+                least,
+                most: Role::Owner,
+                operator: true,
+            };
+            Ok((tenant, None))
+        }
         Credentials::Bearer(token) => {
             let key = authenticated_key(state, token).await?;
             let (org_header, user_header) = header_claim(request)?;
@@ -231,6 +248,7 @@ async fn identify(
                 user_id: key.user_id,
                 least,
                 most: key.key_role,
+                operator: false,
             };
             Ok((tenant, Some(key.id)))
         }
@@ -244,6 +262,7 @@ async fn identify(
                     user_id,
                     least,
                     most: Role::Owner,
+                    operator: false,
                 },
                 None,
             )),

@@ -111,7 +111,8 @@ pub async fn create(
 ) -> Result<(api_key::Model, String), ServiceError> {
     let caller_role = tenancy::require_role(db, tenant).await?;
     let user_id = new.user_id.unwrap_or(tenant.user_id);
-    let user_role = if user_id == tenant.user_id {
+    // The operator's keys are always for a named user of the organization.
+    let user_role = if user_id == tenant.user_id && !tenant.operator {
         caller_role
     } else {
         if caller_role < Role::Admin {

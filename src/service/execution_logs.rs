@@ -6,7 +6,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::pagination::{Page, PageRequest};
-use super::tenancy::Tenant;
+use super::tenancy::{self, Tenant};
 use super::tenant_scope::{
     delete_one_for, get_for, insert_for, page_for, require_reference, set_if_changed,
     update_returning, Reference,
@@ -52,6 +52,7 @@ pub async fn create(
     tenant: &Tenant,
     new: NewExecutionLog,
 ) -> Result<execution_log::Model, ServiceError> {
+    tenancy::require_recorded_user(db, tenant).await?;
     let reference = Reference::to::<flow::Entity>("flowId", tenant, new.flow_id);
     let at = now();
     let row = execution_log::ActiveModel {

@@ -80,6 +80,10 @@ pub struct Tenant {
     /// The most the caller's credentials allow: a key's own role, `Owner` for the headers (the
     /// user's role is then the only bound).
     pub most: Role,
+    /// The platform operator (the admin token) acting as an owner of the organization: admitted
+    /// while the organization exists, whoever `user_id` names (the user a write records, when
+    /// the operator names one in `X-User-ID`; nil otherwise).
+    pub operator: bool,
 }
 
 impl Tenant {
@@ -105,8 +109,12 @@ fn users_of(org_id: Uuid) -> SelectStatement {
         .to_owned()
 }
 
-/// True while `tenant.user_id` is a user of `tenant.org_id` with at least `tenant.least`.
+/// True while `tenant.user_id` is a user of `tenant.org_id` with at least `tenant.least`; for
+/// the operator, while the organization exists.
 pub fn member(tenant: &Tenant) -> Expr {
+    if tenant.operator {
+        return Expr::exists(organization_row(tenant.org_id));
+    }
     let mut user = users_of(tenant.org_id)
         .and_where(Expr::col((Alias::new(MEMBER), user::Column::Id)).eq(tenant.user_id))
         .to_owned();
@@ -116,6 +124,15 @@ pub fn member(tenant: &Tenant) -> Expr {
         );
     }
     Expr::exists(user)
+}
+
+/// `SELECT 1 FROM organizations WHERE id = $org_id`.
+fn organization_row(org_id: Uuid) -> SelectStatement {
+    Query::select()
+        .expr(Expr::cust("1"))
+        .from(organization::Entity)
+        .and_where(Expr::col((organization::Entity, organization::Column::Id)).eq(org_id))
+        .to_owned()
 }
 
 /// True while the organization has no users: the moment for its first one. Only meaningful
@@ -152,6 +169,12 @@ pub async fn role_of(
     db: &impl ConnectionTrait,
     tenant: &Tenant,
 ) -> Result<Option<Role>, ServiceError> {
+    if tenant.operator {
+        let exists = organization::Entity::find_by_id(tenant.org_id)
+            .one(db)
+            .await?;
+        return Ok(exists.map(|_| Role::Owner));
+    }
     let user = user::Entity::find()
         .filter(user::Column::OrgId.eq(tenant.org_id))
         .filter(user::Column::Id.eq(tenant.user_id))
@@ -171,6 +194,35 @@ pub async fn require_role(
         None => Err(ServiceError::NotAMember),
         Some(role) if role < tenant.least => Err(ServiceError::LacksRole(tenant.least)),
         Some(role) => Ok(role),
+    }
+}
+
+/// The user a write of the platform operator records (`X-User-ID`): required, and a user of the
+/// organization (422 otherwise). Members record themselves and need no check.
+pub async fn require_recorded_user(
+    db: &impl ConnectionTrait,
+    tenant: &Tenant,
+) -> Result<(), ServiceError> {
+    if !tenant.operator {
+        return Ok(());
+    }
+    let unknown = |message: &str| ServiceError::UnknownReference {
+        field: "X-User-ID",
+        message: message.to_owned(),
+    };
+    if tenant.user_id.is_nil() {
+        return Err(unknown(
+            "is required: the platform operator writes this for a user of the organization",
+        ));
+    }
+    let as_member = Tenant {
+        operator: false,
+        least: Role::Viewer,
+        ..*tenant
+    };
+    match role_of(db, &as_member).await? {
+        Some(_) => Ok(()),
+        None => Err(unknown("is not a user of this organization")),
     }
 }
 

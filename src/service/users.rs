@@ -60,32 +60,42 @@ pub fn new_row(org_id: Uuid, new: NewUser) -> user::ActiveModel {
 
 /// Adds a user. A member needs `admin`, and `owner` to add an owner: nobody gives a role above
 /// their own. Into an organization that exists and has no users yet, anyone may add its first
-/// user, who becomes its `owner` whatever role was asked for.
+/// user (in headers mode), and so may the platform operator; it becomes the `owner` whatever
+/// role was asked for.
 pub async fn create(db: &Pool, tenant: &Tenant, new: NewUser) -> Result<user::Model, ServiceError> {
     let role = new.role.unwrap_or(Role::Editor);
     let mut row = new_row(tenant.org_id, new);
     let giver = tenant.needing(role);
-    let added = match insert_for::<user::Entity>(db, &giver, row.clone(), None).await {
-        Err(ServiceError::NotAMember) => {
-            row.role = Set(Role::Owner.as_str().to_owned());
-            add_first_user(db, tenant, row).await
+    let added = if tenant.operator {
+        add_under_lock(db, tenant, row, tenancy::member(tenant)).await
+    } else {
+        match insert_for::<user::Entity>(db, &giver, row.clone(), None).await {
+            Err(ServiceError::NotAMember) => {
+                row.role = Set(Role::Owner.as_str().to_owned());
+                let first = tenancy::has_no_users(tenant.org_id);
+                add_under_lock(db, tenant, row, first).await
+            }
+            added => added,
         }
-        added => added,
     };
     added.map_err(|err| conflict_on_duplicate(err, DUPLICATE_EMAIL))
 }
 
-/// The organization's first user, admitted whoever claims it while the organization has none.
-/// However many race, one wins: they take turns on the organization's row, and each decides
-/// only once the one before has committed.
-async fn add_first_user(
+/// Adds a user while `admission` holds, taking turns on the organization's row, so that each
+/// decides only once the one before has committed: of racing first users, one wins. The first
+/// user of an organization is its owner, also when the platform operator adds it.
+async fn add_under_lock(
     db: &Pool,
     tenant: &Tenant,
-    row: user::ActiveModel,
+    mut row: user::ActiveModel,
+    admission: sea_orm::sea_query::Expr,
 ) -> Result<user::Model, ServiceError> {
     let txn = db.begin().await?;
     tenancy::lock_organization(&txn, tenant.org_id).await?;
-    let added = insert_where::<user::Entity>(&txn, row, tenancy::has_no_users(tenant.org_id))
+    if user::Entity::find_in_org(tenant.org_id).count(&txn).await? == 0 {
+        row.role = Set(Role::Owner.as_str().to_owned());
+    }
+    let added = insert_where::<user::Entity>(&txn, row, admission)
         .await?
         .ok_or(ServiceError::NotAMember)?;
     txn.commit().await?;

@@ -278,6 +278,41 @@ on_both_backends! {
         assert_eq!(keys.with_key(ADMIN_TOKEN, Method::DELETE, &format!("{globex_path}?cascade=true"), None).await.status, 204);
     }
 
+    async fn the_admin_token_needs_x_org_id_and_names_the_user_of_what_it_writes(app) {
+        let keys = app.in_keys_mode(&[("ADMIN_TOKEN", ADMIN_TOKEN)]);
+        let bearer = format!("Bearer {ADMIN_TOKEN}");
+        let org = keys.with_key(ADMIN_TOKEN, Method::POST, "/organizations", Some(&json!({ "name": "Acme" }))).await;
+        let org_id = org.body["id"].as_str().expect("id").to_owned();
+        let fields = keys.send(Method::GET, "/tools", None, &[("Authorization", bearer.as_str())]).await.assert_problem(400);
+        assert_eq!(fields, ["X-Org-ID"]);
+        let operator = [("Authorization", bearer.as_str()), ("X-Org-ID", org_id.as_str())];
+        // The operator's first user of an organization is its owner.
+        let first = keys.send(Method::POST, "/users", Some(&json!({ "email": "ada@example.com", "role": "viewer" })), &operator).await;
+        assert_eq!(first.status, 201, "{}", first.text);
+        assert_eq!(first.body["role"], "owner");
+        let second = keys.send(Method::POST, "/users", Some(&json!({ "email": "bob@example.com" })), &operator).await;
+        assert_eq!(second.body["role"], "editor");
+        let flow = keys.send(Method::POST, "/flows", Some(&json!({ "steps": [] })), &operator).await;
+        assert_eq!(flow.status, 201);
+        let log = json!({ "flowId": flow.body["id"], "stepId": "s", "status": "queued", "inputs": {} });
+        let fields = keys.send(Method::POST, "/execution-logs", Some(&log), &operator).await.assert_problem(422);
+        assert_eq!(fields, ["X-User-ID"], "a log is written for a user");
+        let stranger = uuid::Uuid::now_v7().to_string();
+        let as_stranger = [operator[0], operator[1], ("X-User-ID", stranger.as_str())];
+        keys.send(Method::POST, "/execution-logs", Some(&log), &as_stranger).await.assert_problem(422);
+        let ada = first.body["id"].as_str().expect("id").to_owned();
+        let as_ada = [operator[0], operator[1], ("X-User-ID", ada.as_str())];
+        let written = keys.send(Method::POST, "/execution-logs", Some(&log), &as_ada).await;
+        assert_eq!(written.status, 201, "{}", written.text);
+        assert_eq!(written.body["userId"], ada.as_str());
+        // An organization that does not exist is refused like a stranger's.
+        let nowhere = uuid::Uuid::now_v7().to_string();
+        keys.send(Method::GET, "/tools", None, &[operator[0], ("X-Org-ID", nowhere.as_str())]).await.assert_problem(403);
+        // A wrong token is a bad key.
+        let wrong = format!("Bearer {ADMIN_TOKEN}x");
+        keys.send(Method::GET, "/tools", None, &[("Authorization", wrong.as_str()), operator[1]]).await.assert_problem(401);
+    }
+
     async fn sign_up_makes_an_organization_its_owner_and_a_working_owner_key(app) {
         let body = json!({ "organization": { "name": "Acme" }, "owner": { "email": "ada@example.com", "name": "Ada" } });
         let closed = app.reconfigured(|state| state.identity = crate::helpers::identity(&[("ADMIN_TOKEN", ADMIN_TOKEN)]));

@@ -415,6 +415,24 @@ on_both_backends! {
         }
     }
 
+    async fn the_admin_token_acts_in_any_organization_as_an_owner_on_every_tenant_operation(app) {
+        let keys = app.in_keys_mode(&[("ADMIN_TOKEN", ADMIN_TOKEN)]);
+        let bearer = format!("Bearer {ADMIN_TOKEN}");
+        for operation in operations() {
+            if !matches!(need_of(&operation.id), Need::Role(_)) || operation.path.starts_with("/organizations") {
+                continue;
+            }
+            let own = fixture(&keys).await;
+            let (_, owner) = &own.callers[3];
+            // X-User-ID names the user a write records (an execution log's, a key's).
+            let credentials = [("Authorization", bearer.as_str()), ("X-Org-ID", own.org_id.as_str()), ("X-User-ID", owner.user_id.as_str())];
+            let body = body_of(&operation.id, &own);
+            let path = path_of(&operation, &own, &own.own_keys[3]);
+            let got = call(&keys, &operation, &path, body.as_ref(), &credentials).await;
+            assert_eq!(got, success(&operation.method), "{} {path} with the admin token", operation.method);
+        }
+    }
+
     async fn the_admin_token_may_do_everything_on_the_platform_routes(app) {
         let keys = app.in_keys_mode(&[("ADMIN_TOKEN", ADMIN_TOKEN)]);
         for operation in operations() {
