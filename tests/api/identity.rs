@@ -173,6 +173,29 @@ on_both_backends! {
         assert!(bodies.windows(2).all(|pair| pair[0] == pair[1]), "the same body whichever it was: {bodies:?}");
     }
 
+    async fn last_used_at_is_written_once_a_minute_not_once_a_request(app) {
+        let owner = app.new_tenant("acme").await;
+        let (key, id) = app.key_for(&owner, &json!({ "name": "k" })).await;
+        let path = format!("/api-keys/{id}");
+        assert_eq!(app.get_as(&owner, &path).await.body["lastUsedAt"], Value::Null);
+        assert_eq!(app.with_key(&key, Method::GET, "/tools", None).await.status, 200);
+        // Written in the background: the request did not wait for it.
+        let mut first = Value::Null;
+        for _ in 0..50 {
+            first = app.get_as(&owner, &path).await.body["lastUsedAt"].clone();
+            if first.is_string() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(first.is_string(), "lastUsedAt is set after a use");
+        for _ in 0..5 {
+            assert_eq!(app.with_key(&key, Method::GET, "/tools", None).await.status, 200);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert_eq!(app.get_as(&owner, &path).await.body["lastUsedAt"], first, "not written again within the minute");
+    }
+
     async fn a_mistyped_key_is_refused_without_a_database_query(app) {
         let owner = app.new_tenant("acme").await;
         let (key, _) = app.key_for(&owner, &json!({ "name": "k" })).await;
