@@ -43,11 +43,13 @@ impl Pool {
     ///
     /// SQLite enforces foreign keys on every connection (sqlx turns `PRAGMA foreign_keys` on by
     /// default), which the schema's tenant keys rely on. It runs in WAL mode, so that readers
-    /// never wait for a writer, and a writer waits up to `statement_timeout` for its turn
-    /// (`busy_timeout`) rather than failing with "database is locked".
+    /// never wait for a writer, and a writer waits up to nine tenths of `statement_timeout` for
+    /// its turn (`busy_timeout`) rather than failing at once with "database is locked".
     pub async fn open(url: &Secret, settings: &PoolSettings) -> Result<Self, DbErr> {
         let mut options = ConnectOptions::new(url.expose());
-        let busy_timeout = settings.statement_timeout;
+        // A little shorter than the request's deadline, so that a writer still waiting is
+        // answered by SQLite's "busy" (a 503), not cut off mid-statement.
+        let busy_timeout = settings.statement_timeout.mul_f64(0.9);
         options.map_sqlx_sqlite_opts(move |sqlite| {
             sqlite
                 .journal_mode(SqliteJournalMode::Wal)
@@ -305,9 +307,13 @@ pub fn is_unavailable(err: &DbErr) -> bool {
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed => true,
         // Class 08: connection exceptions; 57P01-57P03: the server is shutting down or starting;
-        // 57014: the statement was cancelled by statement_timeout; 53300: too many connections.
+        // 57014: the statement was cancelled by statement_timeout; 53300: too many connections;
+        // 40P01, 40001: a deadlock or serialization failure, which a retry resolves. SQLite's
+        // 5 (busy, and 517 busy snapshot) and 6 (locked): still busy after busy_timeout.
         sqlx::Error::Database(db) => db.code().is_some_and(|code| {
-            code.starts_with("08") || code.starts_with("57P") || code == "57014" || code == "53300"
+            code.starts_with("08")
+                || code.starts_with("57P")
+                || ["57014", "53300", "40P01", "40001", "5", "517", "6"].contains(&code.as_ref())
         }),
         _ => false,
     }

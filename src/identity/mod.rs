@@ -150,16 +150,23 @@ pub(crate) enum Credentials<'a> {
     Bearer(&'a str),
 }
 
-pub(crate) fn credentials(request: &Request) -> Result<Credentials<'_>, ApiError> {
+/// The bearer token of the request. Another `Authorization` scheme is 401 in keys mode; in
+/// headers mode it is none of ours (a gateway's own credentials, passed along) and is ignored.
+pub(crate) fn credentials(request: &Request, mode: AuthMode) -> Result<Credentials<'_>, ApiError> {
     let Some(value) = request.headers().get(AUTHORIZATION) else {
         return Ok(Credentials::None);
     };
-    let value = value.to_str().map_err(|_| ApiError::unauthenticated())?;
-    match value.split_once(' ') {
-        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => {
-            Ok(Credentials::Bearer(token.trim()))
-        }
-        _ => Err(ApiError::unauthenticated()),
+    let bearer = value
+        .to_str()
+        .ok()
+        .and_then(|value| match value.split_once(' ') {
+            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => Some(token.trim()),
+            _ => None,
+        });
+    match (bearer, mode) {
+        (Some(token), _) => Ok(Credentials::Bearer(token)),
+        (None, AuthMode::Headers) => Ok(Credentials::None),
+        (None, AuthMode::Keys) => Err(ApiError::unauthenticated()),
     }
 }
 
@@ -214,7 +221,7 @@ async fn identify(
     state: &AppState,
     least: Role,
 ) -> Result<(Tenant, Option<Uuid>), ApiError> {
-    match credentials(request)? {
+    match credentials(request, state.identity.mode)? {
         // The platform operator acts as an owner of the organization in X-Org-ID, and records
         // the user in X-User-ID where a write names one.
         Credentials::Bearer(token) if state.identity.is_admin_token(token) => {

@@ -84,7 +84,7 @@ impl PlatformCaller {
 
 /// Identifies the caller of a platform route.
 async fn identify(request: &Request, state: &AppState) -> Result<PlatformCaller, ApiError> {
-    match credentials(request)? {
+    match credentials(request, state.identity.mode)? {
         Credentials::Bearer(token) if state.identity.is_admin_token(token) => {
             Ok(PlatformCaller::Operator)
         }

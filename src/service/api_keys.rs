@@ -109,7 +109,11 @@ pub async fn create(
     tenant: &Tenant,
     new: NewApiKey,
 ) -> Result<(api_key::Model, String), ServiceError> {
-    let caller_role = tenancy::require_role(db, tenant).await?;
+    // Under the organization's lock, which every change of roles takes: the roles read here
+    // are still the roles when the key is written.
+    let txn = db.begin().await?;
+    tenancy::lock_organization(&txn, tenant.org_id).await?;
+    let caller_role = tenancy::require_role(&txn, tenant).await?;
     let user_id = new.user_id.unwrap_or(tenant.user_id);
     // The operator's keys are always for a named user of the organization.
     let user_role = if user_id == tenant.user_id && !tenant.operator {
@@ -120,7 +124,7 @@ pub async fn create(
                 "only admins and owners create keys for another user".to_owned(),
             ));
         }
-        let user = get_for::<user::Entity>(db, tenant, user_id)
+        let user = get_for::<user::Entity>(&txn, tenant, user_id)
             .await
             .map_err(|err| match err {
                 ServiceError::NotFound(_) => ServiceError::UnknownReference {
@@ -139,7 +143,8 @@ pub async fn create(
         )));
     }
     let (row, key) = new_row(tenant.org_id, user_id, new.name, role, new.expires_at);
-    let row = insert_for::<api_key::Entity>(db, tenant, row, None).await?;
+    let row = insert_for::<api_key::Entity>(&txn, tenant, row, None).await?;
+    txn.commit().await?;
     Ok((row, key))
 }
 

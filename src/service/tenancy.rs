@@ -109,11 +109,17 @@ fn users_of(org_id: Uuid) -> SelectStatement {
         .to_owned()
 }
 
-/// True while `tenant.user_id` is a user of `tenant.org_id` with at least `tenant.least`; for
-/// the operator, while the organization exists.
+/// True while `tenant.user_id` is a user of `tenant.org_id` with at least `tenant.least`, and
+/// the credentials allow that much (`tenant.most`); for the operator, while the organization
+/// exists.
 pub fn member(tenant: &Tenant) -> Expr {
     if tenant.operator {
         return Expr::exists(organization_row(tenant.org_id));
+    }
+    if tenant.least > tenant.most {
+        // The credentials (a key's own role) allow less than the call needs, whatever the
+        // user's role: the door admits nothing, and the refusal names the role.
+        return Expr::cust("1 = 0");
     }
     let mut user = users_of(tenant.org_id)
         .and_where(Expr::col((Alias::new(MEMBER), user::Column::Id)).eq(tenant.user_id))
@@ -160,6 +166,21 @@ pub async fn lock_organization(
         .await?
         .map(|_| ())
         .ok_or(ServiceError::NotAMember)
+}
+
+/// Takes a share of the organization's row until the end of `txn`, before a delete locks its
+/// own row: every delete then locks the organization first, so that a cascade delete of a tool
+/// and one of its whole organization wait for each other instead of deadlocking. Shares do not
+/// wait for each other, nor for foreign-key checks.
+pub async fn share_organization(
+    txn: &impl ConnectionTrait,
+    org_id: Uuid,
+) -> Result<(), ServiceError> {
+    organization::Entity::find_by_id(org_id)
+        .lock(LockType::KeyShare)
+        .one(txn)
+        .await?;
+    Ok(())
 }
 
 /// The caller's role now (the user's, bounded by [`Tenant::most`]), or `None` when they are

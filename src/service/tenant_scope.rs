@@ -333,6 +333,7 @@ pub async fn delete_with_dependents_in<E: TenantScoped, D: TenantScoped>(
     cascade: bool,
     dependents: Dependents<D>,
 ) -> Result<(), ServiceError> {
+    tenancy::share_organization(txn, tenant.org_id).await?;
     if E::find_one_for(tenant, id)
         .lock_exclusive()
         .one(txn)

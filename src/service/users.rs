@@ -157,7 +157,7 @@ pub async fn update(
     let role_changes = set_if_changed(&mut row.role, &current.role, role);
     if role_changes {
         let new_role = changes.role.unwrap_or(Role::Viewer);
-        if id == tenant.user_id {
+        if id == tenant.user_id && !tenant.operator {
             return Err(ServiceError::Forbidden(
                 "nobody changes their own role".to_owned(),
             ));

@@ -318,6 +318,30 @@ on_both_backends! {
         }
     }
 
+    async fn a_cascade_delete_of_a_tool_and_one_of_its_organization_at_once_never_deadlock(app) {
+        let app = Arc::new(app);
+        for round in 0..ROUNDS {
+            let caller = app.new_tenant(&format!("acme{round}")).await;
+            let tool = app.create_as(&caller, "/tools", &tool_body("Slack")).await;
+            for n in 0..3 {
+                app.create_as(&caller, "/actions", &json!({ "toolId": tool, "method": "GET", "endpoint": format!("/{n}") })).await;
+            }
+            let statuses = race(2, |n| {
+                let (app, caller, tool) = (app.clone(), caller.clone(), tool.clone());
+                async move {
+                    if n == 0 {
+                        app.delete_as(&caller, &format!("/tools/{tool}?cascade=true")).await.status
+                    } else {
+                        app.delete(&format!("/organizations/{}?cascade=true", caller.org_id)).await.status
+                    }
+                }
+            })
+            .await;
+            // The tool first (204), or the organization first and its caller gone (403).
+            assert!([204, 403].contains(&statuses[0]) && statuses[1] == 204, "round {round}: {statuses:?}");
+        }
+    }
+
     async fn sixteen_writers_at_once_never_get_a_5xx(app) {
         let caller = app.new_tenant("acme").await;
         let app = Arc::new(app);

@@ -226,6 +226,22 @@ on_both_backends! {
         assert_eq!(app.with_key(&own, Method::GET, "/api-keys", None).await.status, 200);
     }
 
+    async fn a_key_below_its_owners_role_cannot_give_more_than_its_own_role(app) {
+        let owner = app.new_tenant("acme").await;
+        let (admin_key, _) = app.key_for(&owner, &json!({ "name": "admin only", "role": "admin" })).await;
+        let made = app.with_key(&admin_key, Method::POST, "/users", Some(&json!({ "email": "new@example.com", "role": "owner" }))).await;
+        made.assert_problem(403);
+        assert_eq!(ids(&app.get_as(&owner, "/users").await.body).len(), 1, "nothing was created");
+        assert_eq!(app.with_key(&admin_key, Method::POST, "/users", Some(&json!({ "email": "new@example.com", "role": "admin" }))).await.status, 201);
+    }
+
+    async fn in_headers_mode_a_gateways_own_authorization_is_not_ours(app) {
+        let owner = app.new_tenant("acme").await;
+        let basic = [("Authorization", "Basic dXNlcjpwYXNz"), ("X-Org-ID", owner.org_id.as_str()), ("X-User-ID", owner.user_id.as_str())];
+        assert_eq!(app.send(Method::GET, "/tools", None, &basic).await.status, 200);
+        app.in_keys_mode(&[]).send(Method::GET, "/tools", None, &basic).await.assert_problem(401);
+    }
+
     async fn members_see_their_own_keys_and_admins_every_key(app) {
         let owner = app.new_tenant("acme").await;
         let editor = member(&app, &owner, "e@example.com", "editor").await;
