@@ -19,8 +19,9 @@ use crate::on_both_backends;
 /// How many times each race is run.
 const ROUNDS: usize = 8;
 
-/// How many times a delete races creates: the old fault (a child committed between counting
-/// and deleting) had a window of one round trip, so these need more rounds to hit it.
+/// How many times a delete races another write: the old faults (a child committed between
+/// counting and deleting; two cascade deletes locking in opposite orders) had a window of a
+/// round trip or so, so these need more rounds to hit it.
 const DELETE_ROUNDS: usize = 24;
 
 /// Starts `count` requests made by `request(n)`, holds each at one barrier until all are
@@ -320,7 +321,7 @@ on_both_backends! {
 
     async fn a_cascade_delete_of_a_tool_and_one_of_its_organization_at_once_never_deadlock(app) {
         let app = Arc::new(app);
-        for round in 0..ROUNDS {
+        for round in 0..DELETE_ROUNDS {
             let caller = app.new_tenant(&format!("acme{round}")).await;
             let tool = app.create_as(&caller, "/tools", &tool_body("Slack")).await;
             for n in 0..3 {
