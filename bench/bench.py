@@ -2,8 +2,9 @@
 
 It starts the release binary on a fresh PostgreSQL database, seeds it through the API, drives
 each scenario with wrk, measures the SQL the server sends (from PostgreSQL's statement log) and
-runs that SQL with pgbench at the same client count, then measures the execution-log list at 10
-thousand and at 1 million rows. It prints Markdown tables.
+runs that SQL with pgbench at the same client count, compares `GET /tools/{id}` with the tenant
+headers against the same request with an API key (alternating, KEY_ROUNDS rounds), then
+measures the execution-log list at 10 thousand and at 1 million rows. It prints Markdown tables.
 """
 
 import http.client
@@ -11,6 +12,7 @@ import json
 import os
 import re
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -32,6 +34,9 @@ DATABASE = "tolstoy_bench"
 # The requests whose SQL is counted and replayed by pgbench: the ceilings.
 CEILING_REQUESTS = ("GET /tools/{id}", "POST /tools")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+# Rounds of the key-lookup comparison: headers, key, headers, key, … (each SECONDS long), so
+# that drift of the shared machine falls on both alike; the medians are reported.
+KEY_ROUNDS = int(os.environ.get("BENCH_KEY_ROUNDS", "5"))
 
 
 def say(text):
@@ -54,8 +59,10 @@ class Server:
     def __init__(self, url, binary=BINARY, **env):
         self.port = free_port()
         environment = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DIRECT_URL")}
+        # Headers mode (a key is accepted in it too, and wins): every scenario and the key
+        # comparison run against the same server.
         environment.update(DATABASE_URL=url, PORT=str(self.port), RUST_LOG="warn",
-                           DB_MAX_CONNECTIONS=str(CONNECTIONS), **env)
+                           DB_MAX_CONNECTIONS=str(CONNECTIONS), AUTH_MODE="headers", **env)
         self.process = subprocess.Popen([binary, "serve", "--migrate"], env=environment,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.base = f"http://127.0.0.1:{self.port}"
@@ -91,12 +98,15 @@ def free_port():
 
 
 class Client:
-    """One keep-alive connection to the server."""
+    """One keep-alive connection to the server, as the tenant headers' caller or, with `key`,
+    as the API key's instead."""
 
-    def __init__(self, server, org=None, user=None):
+    def __init__(self, server, org=None, user=None, key=None):
         self.connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
         self.headers = {"Content-Type": "application/json"}
-        if org:
+        if key:
+            self.headers["Authorization"] = f"Bearer {key}"
+        elif org:
             self.headers.update({"X-Org-ID": org, "X-User-ID": user})
 
     def call(self, method, path, body=None, expect=(200, 201, 204)):
@@ -163,29 +173,39 @@ def backends():
     return [int(pid) for pid in found.stdout.split()]
 
 
+def machine_busy_seconds():
+    """CPU seconds the whole machine has spent busy (all but idle and I/O wait), all cores."""
+    with open("/proc/stat") as stat:
+        fields = [int(n) for n in stat.readline().split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / CLOCK_TICKS
+
+
 def run_measuring_cpu(command, seconds, others, **options):
-    """Runs `command` for about `seconds` and returns its stdout and the CPU seconds per second
+    """Runs `command` for about `seconds` and returns its stdout, the CPU seconds per second
     of wall time that it, each process group of `others` (name -> pids) and PostgreSQL's
-    backends used in the middle of the run (a second in from either end, when all are busy)."""
+    backends used in the middle of the run (a second in from either end, when all are busy),
+    and the cores busy on the whole machine meanwhile (the difference is someone else's)."""
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **options)
     margin = 1 if seconds >= 3 else 0
     time.sleep(margin)
     groups = {"client": [process.pid], **others, "postgres": backends()}
     started, before = time.monotonic(), {name: cpu_seconds(pids) for name, pids in groups.items()}
+    machine = machine_busy_seconds()
     time.sleep(max(seconds - 2 * margin, 0.5))
     elapsed, after = time.monotonic() - started, {name: cpu_seconds(pids) for name, pids in groups.items()}
+    machine = (machine_busy_seconds() - machine) / elapsed
     out, err = process.communicate()
     if process.returncode != 0:
         raise RuntimeError(f"{command[0]} failed: {err[-500:]}")
     load = {name: sum(after[name][pid] - before[name][pid] for pid in after[name] if pid in before[name]) / elapsed
             for name in groups}
-    return out, load
+    return out, load, machine
 
 
 def wrk(server, script, tenant, seconds=SECONDS, connections=CONNECTIONS, threads=THREADS, **env):
     environment = dict(os.environ, BENCH_LUA_DIR=LUA_DIR, BENCH_ORG=tenant["org"],
                        BENCH_USER=tenant["user"], **env)
-    out, load = run_measuring_cpu(["wrk", "--latency", "-t", str(threads), "-c", str(connections),
+    out, load, machine = run_measuring_cpu(["wrk", "--latency", "-t", str(threads), "-c", str(connections),
                                    "-d", f"{seconds}s", "-s", os.path.join(LUA_DIR, script), server.base],
                                   seconds, {"server": [server.process.pid]}, env=environment)
     def number(pattern, default="0"):
@@ -196,17 +216,18 @@ def wrk(server, script, tenant, seconds=SECONDS, connections=CONNECTIONS, thread
         return float(value) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
     errors = int(number(r"Non-2xx or 3xx responses: (\d+)"))
     errors += sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
-    for failure in re.findall(r"first failure: (.*)", out):
-        say(f"{script}: {failure}")
+    for failure in re.findall(r"first failure: (.*)|^\s*((?:Non-2xx|Socket errors).*)$", out, re.MULTILINE):
+        say(f"{script}: {failure[0] or failure[1]}")
     return {"rps": float(number(r"Requests/sec:\s+([\d.]+)")),
             "p50": millis(number(r"^\s+50%\s+(\S+)")), "p99": millis(number(r"^\s+99%\s+(\S+)")),
-            "requests": int(number(r"(\d+) requests in")), "errors": errors, "cpu": load}
+            "requests": int(number(r"(\d+) requests in")), "errors": errors, "cpu": load, "machine": machine}
 
 
-def statements_of(server, tenant, method, path, body, count=50):
-    """What the server sends to PostgreSQL for `count` such requests, from its statement log:
-    statements per request, and those of the last request with their parameters."""
-    client = Client(server, tenant["org"], tenant["user"])
+def statements_of(server, tenant, method, path, body, count=50, key=None):
+    """What the server sends to PostgreSQL for `count` such requests (with the tenant headers,
+    or with `key`), from its statement log: statements per request, and those of the last
+    request with their parameters."""
+    client = Client(server, tenant["org"], tenant["user"], key)
     client.call(method, path, body(0) if body else None)  # prepared statements are cached now
     psql(ADMIN_URL, "ALTER SYSTEM SET log_statement = 'all'")
     psql(ADMIN_URL, "SELECT pg_reload_conf()")
@@ -230,6 +251,34 @@ def statements_of(server, tenant, method, path, body, count=50):
             statements[-1][1] = dict(re.findall(r"\$(\d+) = (NULL|'(?:[^']|'')*')", parameters.group(1)))
     per_request = len(statements) / count
     return per_request, statements[-round(per_request):]
+
+
+def plans_of(server, tenant, method, path, count=20, key=None):
+    """The plans PostgreSQL ran for the server's own (prepared) statements of `count` such
+    requests, from auto_explain (bench/run.sh loads it, off until here): the last plan of each
+    statement, by its first 40 characters."""
+    client = Client(server, tenant["org"], tenant["user"], key)
+    psql(ADMIN_URL, "ALTER SYSTEM SET auto_explain.log_min_duration = 0")
+    psql(ADMIN_URL, "SELECT pg_reload_conf()")
+    time.sleep(0.3)
+    start = os.path.getsize(POSTGRES_LOG)
+    for _ in range(count):
+        client.call(method, path)
+    time.sleep(0.3)
+    psql(ADMIN_URL, "ALTER SYSTEM RESET auto_explain.log_min_duration")
+    psql(ADMIN_URL, "SELECT pg_reload_conf()")
+    with open(POSTGRES_LOG, errors="replace") as log:
+        log.seek(start)
+        lines = log.read().splitlines()
+    plans, current = {}, None
+    for line in lines + [""]:
+        if current is not None and line.startswith("\t"):
+            current.append(line[1:])
+            continue
+        if current and current[0].startswith("Query Text: "):
+            plans[current[0][len("Query Text: "):][:40]] = "\n".join(current[1:])
+        current = [] if re.search(r"LOG:  duration: [\d.]+ ms  plan:$", line) else None
+    return plans
 
 
 def pgbench_script(url, statements, name):
@@ -264,11 +313,11 @@ def pgbench_script(url, statements, name):
 
 def pgbench(url, script, seconds=SECONDS):
     """pgbench exits non-zero when a transaction fails, so a result has no errors."""
-    out, load = run_measuring_cpu(["pgbench", "-n", "-M", "prepared", "-c", str(CONNECTIONS), "-j", str(THREADS),
+    out, load, machine = run_measuring_cpu(["pgbench", "-n", "-M", "prepared", "-c", str(CONNECTIONS), "-j", str(THREADS),
                                    "-T", str(seconds), "-f", script, url], seconds, {})
     tps = float(re.search(r"tps = ([\d.]+) \(without initial connection time\)", out).group(1))
     latency = float(re.search(r"latency average = ([\d.]+) ms", out).group(1))
-    return {"tps": tps, "latency": latency, "cpu": load}
+    return {"tps": tps, "latency": latency, "cpu": load, "machine": machine}
 
 
 def row(*cells):
@@ -343,6 +392,183 @@ def ceiling_of(url, server, tenant, label):
     return found
 
 
+def per_request(result):
+    """µs of CPU per request of each process group in `result` (a wrk or pgbench result)."""
+    rate = result.get("rps") or result["tps"]
+    return {group: used / rate * 1e6 for group, used in result["cpu"].items()}
+
+
+def median_of(results, key):
+    return statistics.median(result[key] for result in results)
+
+
+def statement_times(url):
+    """Mean execution time (µs) and calls of each statement since the last reset, from
+    pg_stat_statements, by the statement's first 40 characters."""
+    found = psql(url, f"""
+        SELECT left(query, 40), calls, mean_exec_time * 1000 FROM pg_stat_statements
+        WHERE dbid = (SELECT oid FROM pg_database WHERE datname = '{DATABASE}') AND calls >= 100""")
+    times = {}
+    for line in found.splitlines():
+        text, calls, micros = line.split("|")
+        times[text] = {"calls": int(calls), "micros": float(micros)}
+    return times
+
+
+# The first 40 characters of the two statements of a request with a key (pg_stat_statements).
+KEY_LOOKUP_SQL = 'SELECT "api_keys"."id" AS "A_id", "api_k'
+TOOL_SQL = 'SELECT "tools"."id", "tools"."org_id", "'
+
+
+def key_lookup(url, server, tenant):
+    """`GET /tools/{id}` with the tenant headers against the same request with an API key of
+    the same user, on the same server and database: the SQL of each (statement log), then wrk
+    alternating between the two for KEY_ROUNDS rounds, then pgbench alternating between the
+    SQL of each and the key's lookup alone. `None` when the build has no API keys."""
+    owner = Client(server, tenant["org"], tenant["user"])
+    try:
+        key = owner.call("POST", "/api-keys", {"name": "bench"}, expect=(201,))["key"]
+    except RuntimeError as err:
+        say(f"key lookup: skipped, no API key: {err}")
+        return None
+    tool_id = tenant["tools"][0]
+    ways = {"headers": {"lua": "get_tool.lua", "env": {}},
+            "key": {"lua": "get_tool_key.lua", "env": {"BENCH_KEY": key}}}
+    for name, way in ways.items():
+        # The first request with the key marks it used (in the background, at most once a
+        # minute) before the statement log is turned on, so the 50 logged requests are reads.
+        trips, sql = statements_of(server, tenant, "GET", f"/tools/{tool_id}", None,
+                                   key=key if name == "key" else None)
+        script, lines = pgbench_script(url, sql, f"key-lookup-{name}")
+        way.update(trips=trips, sql=sql, pgbench=script, lines=lines, load=[], single=[], ceiling=[], times=[])
+        say(f"key lookup: {name}: {trips:g} statements per request")
+    lookup = [line for line in ways["key"]["lines"] if line.startswith(KEY_LOOKUP_SQL)]
+    if len(lookup) != 1:
+        raise RuntimeError(f"the key's lookup is not one statement: {ways['key']['lines']}")
+    alone = {"pgbench": "/tmp/tolstoy-bench-key-lookup-alone.sql", "lines": lookup, "ceiling": []}
+    with open(alone["pgbench"], "w") as script:
+        script.write(lookup[0] + "\n")
+    # The plans PostgreSQL runs for the server's own statements, to show which indexes they read.
+    ways["key"]["plans"] = plans_of(server, tenant, "GET", f"/tools/{tool_id}", key=key)
+    for n in range(1, KEY_ROUNDS + 1):
+        for name, way in ways.items():
+            server.reset_peak()
+            psql(url, "SELECT pg_stat_statements_reset()")
+            result = wrk(server, way["lua"], tenant, BENCH_IDS=",".join(tenant["tools"]), **way["env"])
+            result["peak"] = server.memory("VmHWM")
+            way["load"].append(result)
+            way["times"].append(statement_times(url))
+            say(f"key lookup: round {n}: {name}: {result['rps']:.0f} req/s, p50 {result['p50']:.2f} ms, "
+                f"p99 {result['p99']:.2f} ms, {result['errors']} errors")
+    # One connection: the latency of a request when nothing queues, what a lone client sees.
+    for n in range(1, KEY_ROUNDS + 1):
+        for name, way in ways.items():
+            result = wrk(server, way["lua"], tenant, seconds=max(5, SECONDS // 2), connections=1, threads=1,
+                         BENCH_IDS=",".join(tenant["tools"]), **way["env"])
+            way["single"].append(result)
+            say(f"key lookup: one connection, round {n}: {name}: p50 {result['p50'] * 1000:.0f} µs, "
+                f"p99 {result['p99'] * 1000:.0f} µs, {result['rps']:.0f} req/s, {result['errors']} errors")
+    for n in range(1, KEY_ROUNDS + 1):
+        for name, way in (*ways.items(), ("lookup alone", alone)):
+            result = pgbench(url, way["pgbench"])
+            way["ceiling"].append(result)
+            say(f"key lookup: pgbench round {n}: {name}: {result['tps']:.0f} tps")
+    return {**ways, "lookup alone": alone}
+
+
+def print_key_lookup(ways):
+    headers, key, alone = ways["headers"], ways["key"], ways["lookup alone"]
+    rounds = len(headers["load"])
+    print(f"\n### Key lookup: `GET /tools/{{id}}` with the tenant headers and with an API key "
+          f"(same server, headers mode; {rounds} rounds alternating, medians)\n")
+    row("credentials", "req/s", "p50 ms", "p99 ms", "errors", "statements per request",
+        "PostgreSQL execution µs per request", "CPU µs per request: wrk", "server", "PostgreSQL",
+        "cores busy: these", "others")
+    row(*["---"] * 12)
+    medians = {}
+    for name in ("headers", "key"):
+        way = ways[name]
+        load, cpu = way["load"], [per_request(r) for r in way["load"]]
+        # Execution time inside PostgreSQL (pg_stat_statements) per request, all its statements.
+        executed = [sum(t["calls"] * t["micros"] for t in times.values()) / r["requests"]
+                    for times, r in zip(way["times"], load)]
+        m = {"rps": median_of(load, "rps"), "p50": median_of(load, "p50"), "p99": median_of(load, "p99"),
+             "client": median_of(cpu, "client"), "server": median_of(cpu, "server"),
+             "postgres": median_of(cpu, "postgres"), "executed": statistics.median(executed),
+             "busy": statistics.median(sum(r["cpu"].values()) for r in load),
+             "others": statistics.median(r["machine"] - sum(r["cpu"].values()) for r in load)}
+        medians[name] = m
+        row(name, f"{m['rps']:.0f}", f"{m['p50']:.2f}", f"{m['p99']:.2f}", sum(r["errors"] for r in load),
+            f"{way['trips']:g}", f"{m['executed']:.0f}", f"{m['client']:.0f}", f"{m['server']:.0f}",
+            f"{m['postgres']:.0f}", f"{m['busy']:.2f}", f"{max(m['others'], 0):.2f}")
+    h, k = medians["headers"], medians["key"]
+    ratios = [b["rps"] / a["rps"] for a, b in zip(headers["load"], key["load"])]
+    print(f"\nkey against headers (medians): req/s {k['rps'] / h['rps'] - 1:+.1%} (per round "
+          f"{min(ratios) - 1:+.0%} to {max(ratios) - 1:+.0%}), p50 {k['p50'] / h['p50'] - 1:+.1%}, "
+          f"p99 {k['p99'] / h['p99'] - 1:+.1%}; CPU per request: server {k['server'] - h['server']:+.0f} µs, "
+          f"PostgreSQL {k['postgres'] - h['postgres']:+.0f} µs, wrk {k['client'] - h['client']:+.0f} µs; "
+          f"PostgreSQL execution {k['executed'] - h['executed']:+.0f} µs per request\n")
+    print(f"One connection, one wrk thread ({max(5, SECONDS // 2)} s each, the same {rounds} rounds alternating, "
+          "medians): the latency of one request when nothing queues.\n")
+    row("credentials", "p50 µs", "p99 µs", "req/s", "errors")
+    row(*["---"] * 5)
+    single = {}
+    for name in ("headers", "key"):
+        runs = ways[name]["single"]
+        s = single[name] = {"p50": median_of(runs, "p50") * 1000, "p99": median_of(runs, "p99") * 1000,
+                            "rps": median_of(runs, "rps")}
+        row(name, f"{s['p50']:.0f}", f"{s['p99']:.0f}", f"{s['rps']:.0f}", sum(r["errors"] for r in runs))
+    print(f"\nkey against headers, one connection: p50 {single['key']['p50'] - single['headers']['p50']:+.0f} µs "
+          f"({single['key']['p50'] / single['headers']['p50'] - 1:+.0%}), p99 "
+          f"{single['key']['p99'] - single['headers']['p99']:+.0f} µs\n")
+    print("Mean execution time of each statement inside PostgreSQL (pg_stat_statements, median of the rounds):\n")
+    row("statement", "with headers µs", "with a key µs")
+    row("---", "---", "---")
+    for label, prefix in (("the key's lookup (api_keys by digest, joined with its user)", KEY_LOOKUP_SQL),
+                          ("the tenant query (tools by id, membership in its WHERE)", TOOL_SQL)):
+        cells = []
+        for way in (headers, key):
+            values = [t[prefix]["micros"] for t in way["times"] if prefix in t]
+            cells.append(f"{statistics.median(values):.1f}" if values else "")
+        row(label, *cells)
+    print("\npgbench, the same SQL with its logged parameters inlined (16 clients, 2 threads, "
+          f"{rounds} rounds alternating, medians):\n")
+    row("script", "statements", "tps", "latency ms", "PostgreSQL CPU µs per transaction",
+        "pgbench CPU µs per transaction")
+    row(*["---"] * 6)
+    ceilings = {}
+    for name, label in (("headers", "the SQL of a request with headers"), ("key", "the SQL of a request with a key"),
+                        ("lookup alone", "the key's lookup alone")):
+        ceiling = ways[name]["ceiling"]
+        cpu = [per_request(r) for r in ceiling]
+        c = ceilings[name] = {"tps": median_of(ceiling, "tps"), "latency": median_of(ceiling, "latency"),
+                              "postgres": median_of(cpu, "postgres"), "client": median_of(cpu, "client")}
+        row(label, len(ways[name]["lines"]), f"{c['tps']:.0f}", f"{c['latency']:.2f}", f"{c['postgres']:.0f}",
+            f"{c['client']:.0f}")
+    print(f"\nkey against headers under pgbench: tps {ceilings['key']['tps'] / ceilings['headers']['tps'] - 1:+.1%}, "
+          f"PostgreSQL CPU {ceilings['key']['postgres'] - ceilings['headers']['postgres']:+.0f} µs per transaction\n")
+    print("Each round:\n")
+    row("round", "headers req/s", "key req/s", "key / headers", "headers p50 / p99 ms", "key p50 / p99 ms",
+        "one connection p50 µs: headers", "key", "pgbench tps: headers", "key", "lookup alone")
+    row(*["---"] * 11)
+    for n in range(rounds):
+        a, b = headers["load"][n], key["load"][n]
+        row(n + 1, f"{a['rps']:.0f}", f"{b['rps']:.0f}", f"{b['rps'] / a['rps']:.3f}",
+            f"{a['p50']:.2f} / {a['p99']:.2f}", f"{b['p50']:.2f} / {b['p99']:.2f}",
+            *(f"{ways[name]['single'][n]['p50'] * 1000:.0f}" for name in ("headers", "key")),
+            *(f"{ways[name]['ceiling'][n]['tps']:.0f}" for name in ("headers", "key", "lookup alone")))
+    print()
+    for name in ("headers", "key"):
+        way = ways[name]
+        print(f"SQL of one request with {'the headers' if name == 'headers' else 'a key'} "
+              f"({way['trips']:g} statements per request, 50 requests logged):\n\n```sql\n"
+              + "\n".join(way["lines"]) + "\n```\n")
+    for label, prefix in (("the key's lookup", KEY_LOOKUP_SQL), ("the tenant query", TOOL_SQL)):
+        plan = key["plans"].get(prefix, "(not found in the log: is auto_explain loaded?)")
+        print(f"Plan of {label} as the server's prepared statement ran it (auto_explain, the last of "
+              f"20 requests with the key):\n\n```\n{plan}\n```\n")
+
+
 def main():
     say(f"{THREADS} threads, {CONNECTIONS} connections, {SECONDS} s per scenario")
     psql(ADMIN_URL, f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
@@ -372,6 +598,9 @@ def main():
             say(f"pgbench: {sql['label']}: {name}: {sql[name]['ceiling']['tps']:.0f} tps, "
                 f"{sql[name]['ceiling']['latency']:.2f} ms average")
     # `server`, `results`, `idle` and `after` are those of the last build, this one.
+
+    # Key lookup: the same tenant request with the headers and with an API key, this build.
+    keys = key_lookup(url, server, tenant)
 
     # Scaling: the first page of one organization's execution logs at 10 thousand and 1 million.
     scale_tenant = organizations[1]
@@ -424,6 +653,9 @@ def main():
         row(f"{total:,}", f"{r['p50']:.2f}", f"{r['p99']:.2f}", f"{r['rps']:.0f}")
     ratio = first_page[1_000_000]["p50"] / first_page[10_000]["p50"]
     print(f"\n1 million / 10 thousand (p50): {ratio:.2f}×\n")
+    if keys:
+        print_key_lookup(keys)
+        print()
     print("### Memory (RSS)\n")
     peak = max(r["peak"] for r in results.values())
     row("idle after start", "peak under load", "after the load")

@@ -2,10 +2,11 @@
 # The benchmark, one command: bench/run.sh [seconds per scenario, default 10]
 #
 # Builds the release binary and the baseline's (BENCH_BASELINE), starts a throwaway PostgreSQL
-# cluster (pg_stat_statements loaded), and hands over to bench/bench.py, which starts each build
-# on one fresh database seeded through the API, drives each scenario with wrk, runs pgbench with
-# the server's own SQL beside it, and prints the tables of docs/benchmarks.md. Needs Debian's wrk
-# and PostgreSQL (server + pgbench).
+# cluster (pg_stat_statements and auto_explain loaded), and hands over to bench/bench.py, which
+# starts each build on one fresh database seeded through the API, drives each scenario with wrk,
+# runs pgbench with the server's own SQL beside it, compares a tenant request made with an API
+# key against the same with the tenant headers, and prints the tables of docs/benchmarks.md.
+# Needs Debian's wrk and PostgreSQL (server + pgbench).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib.sh
@@ -33,5 +34,7 @@ fi
 log "release build"
 cargo build --release --quiet --bin tolstoy
 unset TEST_DATABASE_URL
-POSTGRES_OPTIONS="-c shared_preload_libraries=pg_stat_statements" start_throwaway_postgres
+# auto_explain is off (its default) until bench.py turns it on (ALTER SYSTEM, which a -c here
+# would override) for the few requests whose plans it shows.
+POSTGRES_OPTIONS="-c shared_preload_libraries=pg_stat_statements,auto_explain" start_throwaway_postgres
 BENCH_BINARY="$target/release/tolstoy" BENCH_SECONDS="${1:-10}" python3 bench/bench.py
