@@ -1,8 +1,8 @@
 use sea_orm_migration::{prelude::*, schema::*};
 
 use crate::columns::{
-    created_at, filter_index, id, one_of, org_foreign_key, org_id, tenant_key_index, updated_at,
-    Common, ROLES,
+    created_at, filter_index, id, one_of, org_foreign_key, org_id, same_org_foreign_key,
+    tenant_key_index, updated_at, ROLES,
 };
 
 #[derive(DeriveMigrationName)]
@@ -49,15 +49,13 @@ impl MigrationTrait for Migration {
                     .foreign_key(&mut org_foreign_key(ApiKeys::Table))
                     // A key is a credential of its user and goes with them.
                     .foreign_key(
-                        ForeignKey::create()
-                            .name("fk_api_keys_user")
-                            .from_tbl(ApiKeys::Table)
-                            .from_col(Common::OrgId)
-                            .from_col(ApiKeys::UserId)
-                            .to_tbl(Users::Table)
-                            .to_col(Common::OrgId)
-                            .to_col(Common::Id)
-                            .on_delete(ForeignKeyAction::Cascade),
+                        same_org_foreign_key(
+                            "fk_api_keys_user",
+                            ApiKeys::Table,
+                            ApiKeys::UserId,
+                            Users::Table,
+                        )
+                        .on_delete(ForeignKeyAction::Cascade),
                     )
                     .take(),
             )
