@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use crate::identity::rate_limit::TrustedProxies;
+use crate::identity::rate_limit::{TrustedProxies, DEFAULT_AUTH_FAILURES_PER_MINUTE};
 
 /// The largest request body accepted when `MAX_BODY_BYTES` is not set (1 MiB).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1_048_576;
@@ -269,12 +269,13 @@ impl Settings {
                 Some("open") => true,
                 Some(_) => return Err(ConfigError::new("SIGNUP", "must be `open` or `closed`")),
             },
+            // parse_positive refuses 0, so the fallback is never taken.
             auth_failures_per_minute: NonZeroU32::new(parse_positive(
                 &get,
                 "AUTH_FAILURES_PER_MINUTE",
-                20,
+                DEFAULT_AUTH_FAILURES_PER_MINUTE.get(),
             )?)
-            .unwrap_or(NonZeroU32::MIN),
+            .unwrap_or(DEFAULT_AUTH_FAILURES_PER_MINUTE),
             rate_limit_per_org: get("RATE_LIMIT_PER_ORG")
                 .map(|_| parse_positive(&get, "RATE_LIMIT_PER_ORG", 1))
                 .transpose()?
