@@ -93,6 +93,23 @@ pub struct Settings {
     pub pool: PoolSettings,
     pub aws_secrets: Option<AwsSecretSettings>,
     pub identity: IdentitySettings,
+    pub runs: RunSettings,
+}
+
+/// How this process works runs (see API.md, Runs).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunSettings {
+    /// `WORKERS`: runs this process works at once; 0 for an API-only process.
+    pub workers: usize,
+    /// `RUN_LEASE_SECS`: how long a claim holds a run without renewal; a dead worker's runs are
+    /// taken up again after it.
+    pub lease: Duration,
+    /// `RUN_TIMEOUT_SECS`: a run that has not finished this long after it started is failed.
+    pub run_timeout: Duration,
+    /// `RUN_MAX_RESPONSE_BYTES`: the largest answer a step accepts.
+    pub max_response_bytes: usize,
+    /// `OUTBOUND_ALLOW_PRIVATE`: steps may call loopback and private addresses.
+    pub allow_private: bool,
 }
 
 /// How tenant callers prove who they are (`AUTH_MODE`).
@@ -284,6 +301,18 @@ impl Settings {
                 .map_err(|message| ConfigError::new("TRUSTED_PROXIES", message))?,
         };
 
+        let runs = RunSettings {
+            workers: parse_number(&get, "WORKERS", 4, "must be a whole number of workers")?,
+            lease: parse_seconds(&get, "RUN_LEASE_SECS", 30)?,
+            run_timeout: parse_seconds(&get, "RUN_TIMEOUT_SECS", 3600)?,
+            max_response_bytes: parse_positive(&get, "RUN_MAX_RESPONSE_BYTES", 1_048_576)? as usize,
+            allow_private: parse_bool(
+                &get,
+                "OUTBOUND_ALLOW_PRIVATE",
+                app_env == AppEnv::Development,
+            )?,
+        };
+
         Ok(Self {
             app_env,
             database_url,
@@ -298,6 +327,7 @@ impl Settings {
             pool,
             aws_secrets,
             identity,
+            runs,
         })
     }
 }

@@ -194,6 +194,19 @@ impl ApiError {
         }
     }
 
+    /// 422: a flow has a step the executor cannot run; nothing was queued.
+    pub fn unrunnable(field: &str, message: &str) -> Self {
+        Self {
+            errors: vec![FieldError::new(field, message)],
+            ..Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "/problems/unrunnable-flow",
+                "The flow cannot be run",
+                format!("{field}: {message}"),
+            )
+        }
+    }
+
     /// 500: a fault of the server. The cause is logged here, once; the body says nothing of it.
     pub fn internal(cause: &dyn std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");
@@ -344,6 +357,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::UnknownReference { field, message } => {
                 Self::unknown_reference(field, &message)
             }
+            ServiceError::Unrunnable { field, message } => Self::unrunnable(&field, &message),
             ServiceError::Db(err) => Self::from(err),
         }
     }

@@ -9,6 +9,7 @@ pub mod db;
 pub mod error;
 pub mod identity;
 pub mod middleware;
+pub mod runs;
 pub mod secrets;
 pub mod service;
 pub mod startup;

@@ -10,7 +10,7 @@ use tolstoy::config::Settings;
 use tolstoy::database_roles::DatabaseRoles;
 use tolstoy::secrets::database_urls;
 use tolstoy::service::signup;
-use tolstoy::startup::{open_database, Application, StartupError};
+use tolstoy::startup::{open_database, run_worker, Application, StartupError};
 use tolstoy::{api, db, telemetry};
 
 #[derive(Parser)]
@@ -34,6 +34,9 @@ enum Command {
         #[arg(long)]
         migrate: bool,
     },
+    /// Work queued runs with WORKERS slots (at least one), without serving HTTP. Any number of
+    /// workers (and servers) share one PostgreSQL queue.
+    Worker,
     /// Apply, roll back or list migrations, on DIRECT_URL.
     Migrate {
         #[command(subcommand)]
@@ -130,7 +133,10 @@ async fn run(command: Command) -> Result<(), StartupError> {
             print!("{}", roles.setup_sql()?);
             return Ok(());
         }
-        Command::Serve { .. } | Command::Migrate { .. } | Command::Signup { .. } => {}
+        Command::Serve { .. }
+        | Command::Worker
+        | Command::Migrate { .. }
+        | Command::Signup { .. } => {}
     }
     let mut settings = Settings::from_env()?;
     telemetry::init(&settings.log_filter, settings.log_format)?;
@@ -144,6 +150,10 @@ async fn run(command: Command) -> Result<(), StartupError> {
             let db = open_database(&urls, &settings.pool, migrate).await?;
             let app = Application::build(&settings, db).await?;
             app.run_until_stopped().await?;
+        }
+        Command::Worker => {
+            let db = open_database(&urls, &settings.pool, urls.is_sqlite()).await?;
+            run_worker(&settings, db).await?;
         }
         Command::Signup {
             org,

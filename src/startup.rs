@@ -15,9 +15,12 @@ use crate::config::{AuthMode, ConfigError, PoolSettings, Settings};
 use crate::error::problem_response;
 use crate::identity::IdentityConfig;
 use crate::middleware::{panic_response, AllowedMethods, RequestId};
+use crate::runs::worker::Executor;
+use crate::runs::Signals;
 use crate::secrets::{DatabaseUrls, SecretError, UrlsError};
 pub use crate::state::AppState;
 use crate::{api, db};
+use tokio::sync::watch;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -109,12 +112,14 @@ pub fn build_route(state: AppState) -> impl Endpoint<Output = Response> {
     with_middleware(route).with(allowed)
 }
 
-/// A bound, ready-to-run server.
+/// A bound, ready-to-run server, with its workers.
 pub struct Application {
     acceptor: TcpAcceptor,
     port: u16,
     shutdown_timeout: Duration,
     state: AppState,
+    /// `None` when `WORKERS=0`: an API-only process.
+    executor: Option<Arc<Executor>>,
 }
 
 impl Application {
@@ -128,6 +133,8 @@ impl Application {
             .first()
             .and_then(|addr| addr.as_socket_addr().map(|a| a.port()))
             .unwrap_or(settings.port);
+        let signals = Signals::default();
+        let executor = executor(settings, &db, &signals)?;
         Ok(Self {
             acceptor,
             port,
@@ -136,7 +143,9 @@ impl Application {
                 db,
                 max_body_bytes: settings.max_body_bytes,
                 identity: Arc::new(IdentityConfig::from_settings(&settings.identity)),
+                runs: signals,
             },
+            executor,
         })
     }
 
@@ -149,20 +158,64 @@ impl Application {
     /// (up to `SHUTDOWN_TIMEOUT_SECS`) and closes the pool.
     pub async fn run_until_stopped(self) -> io::Result<()> {
         let db = self.state.db.clone();
+        let (stop, stopped) = watch::channel(false);
+        let workers = self
+            .executor
+            .map(|executor| tokio::spawn(executor.run(stopped, self.shutdown_timeout)));
         tracing::info!(port = self.port, "listening");
         let served = Server::new_with_acceptor(self.acceptor)
             .run_with_graceful_shutdown(
                 build_route(self.state),
-                shutdown_signal(),
+                async move {
+                    shutdown_signal().await;
+                    stop.send_replace(true);
+                },
                 Some(self.shutdown_timeout),
             )
             .await;
+        if let Some(workers) = workers {
+            if let Err(err) = workers.await {
+                tracing::warn!(error = %err, "the workers ended abnormally");
+            }
+        }
         if let Err(err) = db.close().await {
             tracing::warn!(error = %err, "closing the database pool failed");
         }
         tracing::info!("stopped");
         served
     }
+}
+
+/// The executor of a process with `WORKERS` > 0.
+pub fn executor(
+    settings: &Settings,
+    db: &Pool,
+    signals: &Signals,
+) -> Result<Option<Arc<Executor>>, StartupError> {
+    if settings.runs.workers == 0 {
+        return Ok(None);
+    }
+    Executor::new(db.clone(), &settings.runs, signals.clone())
+        .map(Some)
+        .map_err(StartupError::Invalid)
+}
+
+/// `tolstoy worker`: works runs with `WORKERS` slots (at least one) and no HTTP, until SIGINT
+/// or SIGTERM, then shuts down as the executor does.
+pub async fn run_worker(settings: &Settings, db: Pool) -> Result<(), StartupError> {
+    let mut settings = settings.clone();
+    settings.runs.workers = settings.runs.workers.max(1);
+    let executor = executor(&settings, &db, &Signals::default())?
+        .ok_or_else(|| StartupError::Invalid("no worker slots".into()))?;
+    let (stop, stopped) = watch::channel(false);
+    let workers = tokio::spawn(executor.run(stopped, settings.shutdown_timeout));
+    shutdown_signal().await;
+    stop.send_replace(true);
+    if let Err(err) = workers.await {
+        tracing::warn!(error = %err, "the workers ended abnormally");
+    }
+    db.close().await?;
+    Ok(())
 }
 
 async fn shutdown_signal() {

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use crate::db::Pool;
 use crate::identity::IdentityConfig;
+use crate::runs::Signals;
 
 /// The shared state of the server.
 #[derive(Clone)]
@@ -13,4 +14,6 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// How callers are identified and limited.
     pub identity: Arc<IdentityConfig>,
+    /// Signals between the API and this process's workers.
+    pub runs: Signals,
 }

@@ -17,6 +17,11 @@ pub struct Model {
     pub outputs: Option<Json>,
     #[sea_orm(column_type = "JsonBinary", nullable)]
     pub error: Option<Json>,
+    /// The run that wrote the row; null on rows written through the API.
+    pub run_id: Option<Uuid>,
+    /// The step attempt, from 1.
+    pub attempt: Option<i32>,
+    pub duration_ms: Option<i64>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

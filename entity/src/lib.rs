@@ -8,6 +8,8 @@ pub mod api_key;
 pub mod execution_log;
 pub mod flow;
 pub mod organization;
+pub mod run;
+pub mod run_event;
 pub mod tool;
 pub mod user;
 
@@ -17,6 +19,8 @@ pub mod prelude {
     pub use super::execution_log::Entity as ExecutionLog;
     pub use super::flow::Entity as Flow;
     pub use super::organization::Entity as Organization;
+    pub use super::run::Entity as Run;
+    pub use super::run_event::Entity as RunEvent;
     pub use super::tool::Entity as Tool;
     pub use super::user::Entity as User;
 }

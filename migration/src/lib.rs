@@ -14,6 +14,7 @@ mod m20261121_000005_create_flows;
 mod m20261121_000006_create_execution_logs;
 mod m20261202_000007_add_user_roles;
 mod m20261202_000008_create_api_keys;
+mod m20261202_000009_create_runs;
 
 pub struct Migrator;
 
@@ -29,6 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000006_create_execution_logs::Migration),
             Box::new(m20261202_000007_add_user_roles::Migration),
             Box::new(m20261202_000008_create_api_keys::Migration),
+            Box::new(m20261202_000009_create_runs::Migration),
         ]
     }
 }

@@ -65,6 +65,15 @@ pub struct ExecutionLogOut {
     /// The step's error, as given.
     #[oai(nullable)]
     pub error: Option<Value>,
+    /// The run that wrote the row; null on rows written through the API.
+    #[oai(nullable)]
+    pub run_id: Option<Uuid>,
+    /// The step attempt (from 1) on rows a run wrote.
+    #[oai(nullable)]
+    pub attempt: Option<i32>,
+    /// How long the attempt took, on rows a run wrote.
+    #[oai(nullable)]
+    pub duration_ms: Option<i64>,
     /// When it was created.
     pub created_at: Timestamp,
     /// When it was last changed.
@@ -84,6 +93,9 @@ impl From<execution_log::Model> for ExecutionLogOut {
             inputs: row.inputs,
             outputs: row.outputs,
             error: row.error,
+            run_id: row.run_id,
+            attempt: row.attempt,
+            duration_ms: row.duration_ms,
             created_at: row.created_at.into(),
             updated_at: row.updated_at.into(),
         }

@@ -10,6 +10,7 @@ pub mod organizations;
 pub mod pagination;
 pub mod responses;
 pub mod rules;
+pub mod runs;
 pub mod signup;
 pub mod timestamp;
 pub mod tools;
@@ -39,6 +40,8 @@ pub enum ApiTags {
     /// The audit trail of flow runs.
     #[oai(rename = "Execution logs")]
     ExecutionLogs,
+    /// Flows being run: start one, follow it, cancel it.
+    Runs,
     /// Keys that identify a user of the organization: `Authorization: Bearer tol_…`.
     #[oai(rename = "API keys")]
     ApiKeys,
@@ -55,6 +58,7 @@ pub type Api = (
     actions::ActionsApi,
     flows::FlowsApi,
     execution_logs::ExecutionLogsApi,
+    runs::RunsApi,
     api_keys::ApiKeysApi,
     health::HealthApi,
 );
@@ -69,6 +73,7 @@ pub fn service() -> OpenApiService<Api, ()> {
             actions::ActionsApi,
             flows::FlowsApi,
             execution_logs::ExecutionLogsApi,
+            runs::RunsApi,
             api_keys::ApiKeysApi,
             health::HealthApi,
         ),
@@ -143,6 +148,7 @@ fn order_tags(document: &mut Value) {
         ApiTags::Actions,
         ApiTags::Flows,
         ApiTags::ExecutionLogs,
+        ApiTags::Runs,
         ApiTags::ApiKeys,
         ApiTags::Signup,
         ApiTags::Operations,

@@ -66,6 +66,9 @@ pub async fn create(
         inputs: Set(new.inputs),
         outputs: Set(new.outputs),
         error: Set(new.error),
+        run_id: Set(None),
+        attempt: Set(None),
+        duration_ms: Set(None),
         created_at: Set(at),
         updated_at: Set(at),
     };

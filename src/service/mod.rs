@@ -6,6 +6,7 @@ pub mod execution_logs;
 pub mod flows;
 pub mod organizations;
 pub mod pagination;
+pub mod runs;
 pub mod signup;
 pub mod tenancy;
 pub mod tenant_scope;
@@ -38,6 +39,9 @@ pub enum ServiceError {
         field: &'static str,
         message: String,
     },
+    /// A flow has a step the executor cannot run; `field` names it (`steps[2].actionId`).
+    #[error("{field}: {message}")]
+    Unrunnable { field: String, message: String },
     #[error(transparent)]
     Db(#[from] DbErr),
 }

@@ -6,7 +6,7 @@
 //! A query that finds nothing asks once more, only then, whether the caller is a member: a
 //! stranger gets [`ServiceError::NotAMember`] (403), a member the query's own answer (404, 422).
 
-use entity::{action, api_key, execution_log, flow, tool, user};
+use entity::{action, api_key, execution_log, flow, run, tool, user};
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
     ActiveModelTrait, ActiveValue, ColumnTrait, Condition, ConnectionTrait, DbErr, DeleteMany,
@@ -34,7 +34,8 @@ pub trait TenantScoped: EntityTrait<Model: Sync> {
     fn id_of(row: &Self::Model) -> Uuid;
 
     /// Every row of `org_id`, checking no caller: only for the organization's own lifecycle
-    /// (`/organizations`), which is not a tenant call. Tenant calls use [`Self::find_for`].
+    /// (`/organizations`) and for the executor working one of the organization's runs, which
+    /// are not tenant calls. Tenant calls use [`Self::find_for`].
     fn find_in_org(org_id: Uuid) -> Select<Self> {
         Self::find().filter(Self::org_column().eq(org_id))
     }
@@ -96,6 +97,7 @@ tenant_scoped!(
     flow => "flow",
     execution_log => "execution log",
     api_key => "API key",
+    run => "run",
 );
 
 /// Row `id` of the tenant's organization, or `NotFound` (also when it belongs to another

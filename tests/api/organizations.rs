@@ -94,6 +94,9 @@ async fn give_org_rows(app: &TestApp, org_id: &str) {
         inputs: Set(json!({})),
         outputs: Set(None),
         error: Set(None),
+        run_id: Set(None),
+        attempt: Set(None),
+        duration_ms: Set(None),
         created_at: Set(at),
         updated_at: Set(at),
     }

@@ -62,6 +62,11 @@ const NEEDS: &[(&str, Need)] = &[
     ("listApiKeys", Need::Role(0)),
     ("getApiKey", Need::Role(0)),
     ("revokeApiKey", Need::Role(0)),
+    ("startRun", Need::Role(1)),
+    ("listRuns", Need::Role(0)),
+    ("getRun", Need::Role(0)),
+    ("cancelRun", Need::Role(1)),
+    ("streamRunEvents", Need::Role(0)),
 ];
 
 const ROLES: [&str; 4] = ["viewer", "editor", "admin", "owner"];
@@ -184,6 +189,20 @@ async fn fixture(app: &TestApp) -> Fixture {
         json!({ "flowId": flow["id"], "stepId": "s", "status": "queued", "inputs": {} }),
     )
     .await;
+    let start_run = || async {
+        let path = format!("/flows/{}/runs", flow["id"].as_str().expect("flow id"));
+        let reply = app
+            .with_key(&owner_key, Method::POST, &path, Some(&json!({})))
+            .await;
+        assert_eq!(reply.status, 202, "POST {path}: {}", reply.text);
+        reply.body["id"].as_str().expect("run id").to_owned()
+    };
+    // A queued run to cancel, and a finished one to read (its event stream ends).
+    let queued_run = start_run().await;
+    let finished_run = start_run().await;
+    let cancel = format!("/runs/{finished_run}/cancel");
+    let cancelled = app.with_key(&owner_key, Method::POST, &cancel, None).await;
+    assert_eq!(cancelled.status, 202, "{}", cancelled.text);
     let revoked = post("/api-keys", json!({ "name": "revoked" })).await;
     let revoked_id = revoked["id"].as_str().expect("id");
     assert_eq!(
@@ -212,6 +231,8 @@ async fn fixture(app: &TestApp) -> Fixture {
             ("/actions/{id}", id(&action)),
             ("/flows/{id}", id(&flow)),
             ("/execution-logs/{id}", id(&log)),
+            ("/runs/{id}/cancel", queued_run),
+            ("/runs/{id}", finished_run),
         ],
         org_id,
         callers,
@@ -245,6 +266,7 @@ fn body_of(operation: &str, fixture: &Fixture) -> Option<Value> {
         }
         "updateExecutionLog" => json!({ "status": "completed" }),
         "createApiKey" => json!({ "name": "new" }),
+        "startRun" => json!({ "inputs": {} }),
         _ => return None,
     })
 }
@@ -257,8 +279,9 @@ fn path_of(operation: &Operation, rows: &Fixture, own_key: &str) -> String {
         path = format!("/api-keys/{own_key}");
     }
     for (template, id) in &rows.rows {
-        if path == *template {
-            path = template.replace("{id}", id);
+        if path == *template || path.starts_with(&format!("{template}/")) {
+            path = path.replace("{id}", id);
+            break;
         }
     }
     if operation.method == Method::DELETE && !path.starts_with("/api-keys") {
@@ -267,8 +290,11 @@ fn path_of(operation: &Operation, rows: &Fixture, own_key: &str) -> String {
     path
 }
 
-fn success(method: &Method) -> u16 {
-    match *method {
+fn success(operation: &Operation) -> u16 {
+    if ["startRun", "cancelRun"].contains(&operation.id.as_str()) {
+        return 202;
+    }
+    match operation.method {
         Method::POST => 201,
         Method::DELETE => 204,
         _ => 200,
@@ -341,7 +367,7 @@ async fn role_matrix(app: &TestApp, keys_mode: bool) {
             // Another organization's row first (the call below may delete the caller's own
             // organization): 404 for a caller with the right.
             let open = platform && !keys_mode;
-            if operation.path.ends_with("{id}")
+            if operation.path.contains("{id}")
                 && !operation.path.starts_with("/api-keys")
                 && role as u8 >= least
                 && !open
@@ -356,7 +382,7 @@ async fn role_matrix(app: &TestApp, keys_mode: bool) {
             }
             let path = path_of(&operation, &own, &own.own_keys[role]);
             let expected = if role as u8 >= least {
-                success(&operation.method)
+                success(&operation)
             } else {
                 403
             };
@@ -429,7 +455,7 @@ on_both_backends! {
             let body = body_of(&operation.id, &own);
             let path = path_of(&operation, &own, &own.own_keys[3]);
             let got = call(&keys, &operation, &path, body.as_ref(), &credentials).await;
-            assert_eq!(got, success(&operation.method), "{} {path} with the admin token", operation.method);
+            assert_eq!(got, success(&operation), "{} {path} with the admin token", operation.method);
         }
     }
 
@@ -442,7 +468,7 @@ on_both_backends! {
                 let path = path_of(&operation, &own, "");
                 let bearer = format!("Bearer {ADMIN_TOKEN}");
                 let got = call(&keys, &operation, &path, body.as_ref(), &[("Authorization", bearer.as_str())]).await;
-                assert_eq!(got, success(&operation.method), "{} {path} with the admin token", operation.method);
+                assert_eq!(got, success(&operation), "{} {path} with the admin token", operation.method);
             }
         }
     }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use tolstoy::config::{PoolSettings, Settings, DEFAULT_MAX_BODY_BYTES};
 use tolstoy::db::Pool;
 use tolstoy::identity::IdentityConfig;
+use tolstoy::runs::Signals;
 use tolstoy::startup::{build_route, open_database, AppState};
 
 use super::database::{Backend, TestDb};
@@ -22,6 +23,9 @@ pub struct TestApp {
     pub db: Pool,
     /// The direct URL (the owner's, in the production shape), for migrations.
     pub direct_url: String,
+    /// What a `tolstoy` process needs to reach the same database as this app: the pooled and
+    /// direct URLs and the statement-cache setting.
+    pub server_env: Vec<(&'static str, String)>,
     client: TestClient<BoxedEndpoint>,
 }
 
@@ -85,6 +89,7 @@ impl TestApp {
         pool: &PoolSettings,
         configure: impl FnOnce(&mut AppState),
     ) -> Self {
+        let statement_cache = pool.statement_cache;
         let pool = open_database(&db.urls(), pool, true)
             .await
             .expect("open and migrate the test database");
@@ -95,10 +100,16 @@ impl TestApp {
             identity: std::sync::Arc::new(tolstoy::identity::IdentityConfig::from_settings(
                 &settings.identity,
             )),
+            runs: Signals::default(),
         };
         configure(&mut state);
         Self {
             direct_url: db.url.clone(),
+            server_env: vec![
+                ("DATABASE_URL", db.pooled_url.clone()),
+                ("DIRECT_URL", db.url.clone()),
+                ("DB_STATEMENT_CACHE", statement_cache.to_string()),
+            ],
             ..Self::with_endpoint(db.backend, pool, build_route(state))
         }
     }
@@ -109,6 +120,7 @@ impl TestApp {
         configure(&mut state);
         Self {
             direct_url: self.direct_url.clone(),
+            server_env: self.server_env.clone(),
             ..Self::with_endpoint(self.backend, self.db.clone(), build_route(state))
         }
     }
@@ -137,6 +149,7 @@ impl TestApp {
             backend,
             db,
             direct_url: String::new(),
+            server_env: Vec::new(),
             client: TestClient::new(endpoint.boxed()),
         }
     }
@@ -267,19 +280,73 @@ fn default_state(db: Pool) -> AppState {
         db,
         max_body_bytes: DEFAULT_MAX_BODY_BYTES,
         identity: identity(&[]),
+        runs: Signals::default(),
     }
 }
 
-/// Identity configured as the server would be by these environment variables.
-pub fn identity(settings: &[(&str, &str)]) -> Arc<IdentityConfig> {
-    let settings = Settings::from_lookup(|name| {
+/// Settings as the server would read them from these environment variables.
+pub fn settings(settings: &[(&str, &str)]) -> Settings {
+    Settings::from_lookup(|name| {
         settings
             .iter()
             .find(|(key, _)| *key == name)
             .map(|(_, value)| (*value).to_owned())
     })
-    .expect("valid settings");
-    Arc::new(IdentityConfig::from_settings(&settings.identity))
+    .expect("valid settings")
+}
+
+/// Identity configured as the server would be by these environment variables.
+pub fn identity(settings: &[(&str, &str)]) -> Arc<IdentityConfig> {
+    Arc::new(IdentityConfig::from_settings(
+        &self::settings(settings).identity,
+    ))
+}
+
+/// In-process workers beside a [`TestApp`]; they stop when this is dropped or stopped.
+pub struct Workers {
+    stop: tokio::sync::watch::Sender<bool>,
+    done: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Workers {
+    /// Stops the workers as a SIGTERM would, and waits for them.
+    pub async fn stop(mut self) {
+        self.stop.send_replace(true);
+        if let Some(done) = self.done.take() {
+            done.await.expect("workers end");
+        }
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        self.stop.send_replace(true);
+    }
+}
+
+impl TestApp {
+    /// This app's database served with workers in the same process, configured by `env`
+    /// (`WORKERS`, `RUN_LEASE_SECS`, `OUTBOUND_ALLOW_PRIVATE`, …) as the server would be.
+    pub fn with_workers(&self, env: &[(&str, &str)]) -> (TestApp, Workers) {
+        let settings = self::settings(env);
+        let signals = Signals::default();
+        let executor = tolstoy::startup::executor(&settings, &self.db, &signals)
+            .expect("executor")
+            .expect("WORKERS > 0");
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let done = tokio::spawn(executor.run(stopped, settings.shutdown_timeout));
+        let app = self.reconfigured(|state| {
+            state.identity = Arc::new(IdentityConfig::from_settings(&settings.identity));
+            state.runs = signals;
+        });
+        (
+            app,
+            Workers {
+                stop,
+                done: Some(done),
+            },
+        )
+    }
 }
 
 /// The ids of a JSON array of rows, in order.

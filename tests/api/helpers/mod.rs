@@ -4,9 +4,10 @@
 mod database;
 mod http;
 pub mod process;
+pub mod target;
 
 pub use database::{pooler_url, with_database, Backend, TestDb};
-pub use http::{identity, ids, next_path, Caller, TestApp};
+pub use http::{identity, ids, next_path, Caller, TestApp, Workers};
 
 use std::future::Future;
 

@@ -1,0 +1,185 @@
+//! A local HTTP server for steps to call: it records every request and answers as its path
+//! says.
+//!
+//! - `/echo/...`: 200 with `{"method", "path", "query", "headers", "body"}` of the request;
+//! - `/flaky/{key}?fail=N&status=S&retryAfter=R`: the first N calls for `key` answer S (with
+//!   `Retry-After: R` when given), later ones 200 `{"calls": n}`;
+//! - `/status/{code}`: that status, with `{"status": code}`;
+//! - `/slow/{key}?ms=M`: 200 after M milliseconds;
+//! - `/huge?bytes=B`: 200 with a text body of B bytes.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use poem::http::StatusCode;
+use poem::listener::{Acceptor, Listener, TcpListener};
+use poem::{Body, Endpoint, Request, Response, Server};
+use serde_json::{json, Map, Value};
+
+/// One request the target received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub method: String,
+    pub path: String,
+    pub query: Map<String, Value>,
+    pub headers: Map<String, Value>,
+    pub body: Value,
+}
+
+/// A running target server.
+#[derive(Clone)]
+pub struct Target {
+    /// `http://127.0.0.1:<port>`.
+    pub url: String,
+    pub port: u16,
+    received: Arc<Mutex<Vec<Received>>>,
+}
+
+impl Target {
+    /// Starts a target on a free loopback port; it runs until the test ends.
+    pub async fn start() -> Self {
+        let acceptor = TcpListener::bind("127.0.0.1:0")
+            .into_acceptor()
+            .await
+            .expect("bind the target");
+        let port = acceptor
+            .local_addr()
+            .first()
+            .and_then(|addr| addr.as_socket_addr().map(|a| a.port()))
+            .expect("target port");
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let endpoint = Answer {
+            received: received.clone(),
+            calls: Arc::new(Mutex::new(HashMap::new())),
+        };
+        tokio::spawn(Server::new_with_acceptor(acceptor).run(endpoint));
+        Self {
+            url: format!("http://127.0.0.1:{port}"),
+            port,
+            received,
+        }
+    }
+
+    /// Every request received so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().expect("target log").clone()
+    }
+
+    /// The requests received whose path starts with `prefix`.
+    pub fn received_at(&self, prefix: &str) -> Vec<Received> {
+        self.received()
+            .into_iter()
+            .filter(|r| r.path.starts_with(prefix))
+            .collect()
+    }
+}
+
+struct Answer {
+    received: Arc<Mutex<Vec<Received>>>,
+    calls: Arc<Mutex<HashMap<String, u64>>>,
+}
+
+impl Endpoint for Answer {
+    type Output = Response;
+
+    async fn call(&self, mut request: Request) -> poem::Result<Response> {
+        let path = request.uri().path().to_owned();
+        let query: Map<String, Value> = request
+            .uri()
+            .query()
+            .map(|q| {
+                url::form_urlencoded::parse(q.as_bytes())
+                    .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let headers: Map<String, Value> = request
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_owned(),
+                    Value::String(v.to_str().unwrap_or_default().to_owned()),
+                )
+            })
+            .collect();
+        let bytes = request.take_body().into_vec().await.unwrap_or_default();
+        let body = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        let seen = Received {
+            method: request.method().as_str().to_owned(),
+            path: path.clone(),
+            query: query.clone(),
+            headers,
+            body,
+        };
+        self.received.lock().expect("target log").push(seen.clone());
+        let number = |key: &str| {
+            query
+                .get(key)
+                .and_then(Value::as_str)
+                .and_then(|v| v.parse::<u64>().ok())
+        };
+        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        Ok(match segments.as_slice() {
+            ["echo", ..] => json_answer(
+                StatusCode::OK,
+                json!({
+                    "method": seen.method,
+                    "path": seen.path,
+                    "query": seen.query,
+                    "headers": seen.headers,
+                    "body": seen.body,
+                }),
+            ),
+            ["flaky", key] => {
+                let calls = {
+                    let mut calls = self.calls.lock().expect("target calls");
+                    let count = calls.entry((*key).to_owned()).or_insert(0);
+                    *count += 1;
+                    *count
+                };
+                if calls <= number("fail").unwrap_or(0) {
+                    let status = number("status").unwrap_or(503) as u16;
+                    let mut answer = json_answer(
+                        StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+                        json!({"calls": calls}),
+                    );
+                    if let Some(seconds) = number("retryAfter") {
+                        answer.headers_mut().insert(
+                            "retry-after",
+                            seconds.to_string().parse().expect("header value"),
+                        );
+                    }
+                    answer
+                } else {
+                    json_answer(StatusCode::OK, json!({"calls": calls}))
+                }
+            }
+            ["status", code] => {
+                let status = code.parse().ok().and_then(|c| StatusCode::from_u16(c).ok());
+                let status = status.unwrap_or(StatusCode::BAD_REQUEST);
+                json_answer(status, json!({"status": status.as_u16()}))
+            }
+            ["slow", ..] => {
+                tokio::time::sleep(Duration::from_millis(number("ms").unwrap_or(1000))).await;
+                json_answer(StatusCode::OK, json!({"slept": true}))
+            }
+            ["huge"] => {
+                let size = number("bytes").unwrap_or(2 << 20) as usize;
+                Response::builder()
+                    .content_type("text/plain")
+                    .body(Body::from(vec![b'x'; size]))
+            }
+            _ => json_answer(StatusCode::NOT_FOUND, json!({"error": "no such target"})),
+        })
+    }
+}
+
+fn json_answer(status: StatusCode, body: Value) -> Response {
+    Response::builder()
+        .status(status)
+        .content_type("application/json")
+        .body(body.to_string())
+}

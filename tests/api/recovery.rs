@@ -1,0 +1,200 @@
+//! The executor as real processes: a worker killed with `kill -9` mid-step loses nothing, and
+//! two worker processes on one queue work each run exactly once.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::time::{Duration, Instant};
+
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+use serde_json::{json, Value};
+
+use crate::helpers::process::{free_port, temp_dir, tolstoy, wait_until_up, Server};
+use crate::helpers::target::Target;
+use crate::helpers::{Caller, TestApp};
+use crate::on_both_backends;
+
+/// Starts `tolstoy <command>` on the app's database with `env`; its log goes to `log_name`.
+fn spawn(app: &TestApp, command: &str, env: &[(&str, &str)], log_name: &str) -> Server {
+    let dir = temp_dir();
+    let log = File::create(dir.join(log_name)).expect("log");
+    let mut process = tolstoy(&dir);
+    process.arg(command);
+    for (name, value) in &app.server_env {
+        process.env(name, value);
+    }
+    for (name, value) in env {
+        process.env(name, value);
+    }
+    Server(
+        process
+            .env("OUTBOUND_ALLOW_PRIVATE", "true")
+            .env("RUST_LOG", "info")
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn tolstoy"),
+    )
+}
+
+/// A flow of one step calling `GET {endpoint}` on `target`, with `path` inputs.
+async fn flow(
+    app: &TestApp,
+    caller: &Caller,
+    target: &Target,
+    endpoint: &str,
+    path: Value,
+) -> String {
+    let tool = app
+        .post_as(
+            caller,
+            "/tools",
+            &json!({"name": "target", "baseUrl": target.url, "authType": "none"}),
+        )
+        .await;
+    assert_eq!(tool.status, 201, "{}", tool.text);
+    let action = app
+        .post_as(
+            caller,
+            "/actions",
+            &json!({"toolId": tool.body["id"], "method": "GET", "endpoint": endpoint}),
+        )
+        .await;
+    assert_eq!(action.status, 201, "{}", action.text);
+    let flow = app
+        .post_as(
+            caller,
+            "/flows",
+            &json!({"steps": [{
+                "id": "call", "type": "action", "actionId": action.body["id"],
+                "inputs": {"path": path}, "retry": {"maxAttempts": 3, "initialDelayMs": 10}
+            }]}),
+        )
+        .await;
+    assert_eq!(flow.status, 201, "{}", flow.text);
+    flow.body["id"].as_str().expect("flow id").to_owned()
+}
+
+async fn start(app: &TestApp, caller: &Caller, flow_id: &str) -> String {
+    let reply = app
+        .post_as(caller, &format!("/flows/{flow_id}/runs"), &json!({}))
+        .await;
+    assert_eq!(reply.status, 202, "{}", reply.text);
+    reply.body["id"].as_str().expect("run id").to_owned()
+}
+
+async fn wait_for<F: Fn() -> bool>(what: &str, limit: Duration, done: F) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+on_both_backends! {
+    /// `kill -9` of the worker mid-step: after a restart the run completes from the step that
+    /// was in flight, on attempt 2, and the lost attempt is logged as such.
+    async fn a_run_survives_kill_9_of_its_worker(app) {
+        let target = Target::start().await;
+        let caller = app.new_tenant("Acme").await;
+        let flow_id = flow(&app, &caller, &target, "/slow/{key}?ms=1500", json!({"key": "crash"})).await;
+        let env = [("WORKERS", "1"), ("RUN_LEASE_SECS", "2")];
+        let port = free_port().to_string();
+        let mut first = spawn(&app, "serve", &[env[0], env[1], ("PORT", &port)], "first.log");
+        wait_until_up(port.parse().expect("port"));
+        let run_id = start(&app, &caller, &flow_id).await;
+        wait_for("the step to start", Duration::from_secs(20), || !target.received_at("/slow/crash").is_empty()).await;
+        first.0.kill().expect("kill -9");
+        first.0.wait().expect("reap");
+
+        let _second = spawn(&app, "worker", &env, "second.log");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let run = loop {
+            let run = app.get_as(&caller, &format!("/runs/{run_id}")).await.body;
+            if !run["finishedAt"].is_null() {
+                break run;
+            }
+            assert!(Instant::now() < deadline, "the run was not recovered: {run}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(run["status"], "completed", "{run}");
+        let logs = app.get_as(&caller, &format!("/execution-logs?executionId={run_id}")).await.body;
+        let mut seen: Vec<(i64, String, String)> = logs.as_array().expect("logs").iter()
+            .map(|l| (
+                l["attempt"].as_i64().unwrap_or_default(),
+                l["status"].as_str().unwrap_or_default().to_owned(),
+                l["error"]["kind"].as_str().unwrap_or_default().to_owned(),
+            ))
+            .collect();
+        seen.sort();
+        assert_eq!(seen, vec![
+            (1, "failed".to_owned(), "worker_lost".to_owned()),
+            (2, "completed".to_owned(), String::new()),
+        ]);
+        assert_eq!(target.received_at("/slow/crash").len(), 2);
+    }
+}
+
+/// Two `tolstoy worker` processes on one PostgreSQL queue (through PgBouncer in the production
+/// run) work 500 runs: each is called once and completes once, none is left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_worker_processes_work_each_of_500_runs_exactly_once() {
+    crate::helpers::run_on(crate::helpers::Backend::Postgres, |app| async move {
+        const RUNS: usize = 500;
+        let target = Target::start().await;
+        let caller = app.new_tenant("Acme").await;
+        let flow_id = flow(
+            &app,
+            &caller,
+            &target,
+            "/echo/{run}",
+            json!({"run": "{{ run.id }}"}),
+        )
+        .await;
+        let env = [("WORKERS", "4"), ("RUN_LEASE_SECS", "5")];
+        let _workers = [
+            spawn(&app, "worker", &env, "worker-1.log"),
+            spawn(&app, "worker", &env, "worker-2.log"),
+        ];
+        let mut started = HashSet::new();
+        for _ in 0..RUNS {
+            started.insert(start(&app, &caller, &flow_id).await);
+        }
+        assert_eq!(started.len(), RUNS);
+        let completed = || async {
+            entity::run::Entity::find()
+                .filter(entity::run::Column::Status.eq("completed"))
+                .count(&app.db)
+                .await
+                .expect("count runs")
+        };
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while completed().await < RUNS as u64 {
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {RUNS} runs completed",
+                completed().await
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let calls: Vec<String> = target
+            .received_at("/echo/")
+            .into_iter()
+            .map(|r| r.path.trim_start_matches("/echo/").to_owned())
+            .collect();
+        assert_eq!(calls.len(), RUNS, "a run was called more than once");
+        assert_eq!(calls.into_iter().collect::<HashSet<_>>(), started);
+        let logs = entity::execution_log::Entity::find()
+            .filter(entity::execution_log::Column::Status.eq("completed"))
+            .filter(entity::execution_log::Column::Attempt.eq(1))
+            .count(&app.db)
+            .await
+            .expect("count logs");
+        assert_eq!(logs, RUNS as u64);
+        let all_logs = entity::execution_log::Entity::find()
+            .count(&app.db)
+            .await
+            .expect("count");
+        assert_eq!(all_logs, RUNS as u64);
+    })
+    .await;
+}
