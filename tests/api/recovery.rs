@@ -107,15 +107,26 @@ on_both_backends! {
         first.0.wait().expect("reap");
 
         let _second = spawn(&app, "worker", &env, "second.log");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let run = loop {
-            let run = app.get_as(&caller, &format!("/runs/{run_id}")).await.body;
-            if !run["finishedAt"].is_null() {
-                break run;
-            }
-            assert!(Instant::now() < deadline, "the run was not recovered: {run}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
+        // This process works no runs: the stream follows the other process's work through the
+        // database, live, to the run's end.
+        let stream = tokio::time::timeout(
+            Duration::from_secs(30),
+            app.get_as(&caller, &format!("/runs/{run_id}/events")),
+        )
+        .await
+        .expect("the run was not recovered within 30 s");
+        let statuses: Vec<&str> = stream.text.lines()
+            .filter_map(|line| line.strip_prefix("data: "))
+            .filter_map(|data| serde_json::from_str::<Value>(data).ok())
+            .map(|event| match event["status"].as_str() {
+                Some("running") => "running",
+                Some("failed") => "failed",
+                Some("completed") => "completed",
+                _ => "other",
+            })
+            .collect();
+        assert_eq!(statuses, ["running", "failed", "running", "completed", "completed"], "{}", stream.text);
+        let run = app.get_as(&caller, &format!("/runs/{run_id}")).await.body;
         assert_eq!(run["status"], "completed", "{run}");
         let logs = app.get_as(&caller, &format!("/execution-logs?executionId={run_id}")).await.body;
         let mut seen: Vec<(i64, String, String)> = logs.as_array().expect("logs").iter()
@@ -131,6 +142,44 @@ on_both_backends! {
             (2, "completed".to_owned(), String::new()),
         ]);
         assert_eq!(target.received_at("/slow/crash").len(), 2);
+    }
+}
+
+on_both_backends! {
+    /// SIGTERM while a step is in flight and the shutdown timeout too short for it: the
+    /// process exits within the timeout and gives the run back, so another worker completes it
+    /// without waiting out the 30 s lease.
+    async fn a_stopped_worker_gives_back_the_run_it_could_not_finish(app) {
+        let target = Target::start().await;
+        let caller = app.new_tenant("Acme").await;
+        let flow_id = flow(&app, &caller, &target, "/slow/{key}?ms=4000", json!({"key": "stop"})).await;
+        let env = [("WORKERS", "1"), ("RUN_LEASE_SECS", "30"), ("SHUTDOWN_TIMEOUT_SECS", "1")];
+        let mut first = spawn(&app, "worker", &env, "first.log");
+        let run_id = start(&app, &caller, &flow_id).await;
+        wait_for("the step to start", Duration::from_secs(20), || !target.received_at("/slow/stop").is_empty()).await;
+        let stopped = Instant::now();
+        let killed = std::process::Command::new("kill")
+            .args(["-TERM", &first.0.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(killed.success());
+        let status = first.0.wait().expect("wait");
+        assert!(status.success(), "{status:?}");
+        assert!(stopped.elapsed() < Duration::from_secs(5), "took {:?}", stopped.elapsed());
+        let run = app.get_as(&caller, &format!("/runs/{run_id}")).await.body;
+        assert_eq!(run["status"], "running", "{run}");
+        let _second = spawn(&app, "worker", &env, "second.log");
+        let begun = Instant::now();
+        loop {
+            let run = app.get_as(&caller, &format!("/runs/{run_id}")).await.body;
+            if !run["finishedAt"].is_null() {
+                assert_eq!(run["status"], "completed", "{run}");
+                break;
+            }
+            assert!(begun.elapsed() < Duration::from_secs(20), "the run was left leased: {run}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(target.received_at("/slow/stop").len(), 2);
     }
 }
 
