@@ -622,12 +622,7 @@ impl RunWork<'_> {
     }
 }
 
-fn step_event(step: &Step, attempt: u32, status: &'static str, mut data: Value) -> Event {
-    if let Some(data) = data.as_object_mut() {
-        data.insert("stepId".into(), json!(step.id));
-        data.insert("attempt".into(), json!(attempt));
-        data.insert("status".into(), json!(status));
-    }
+fn step_event(step: &Step, attempt: u32, status: &'static str, data: Value) -> Event {
     Event {
         kind: "step",
         step_id: Some(step.id.clone()),
@@ -643,6 +638,6 @@ fn run_event(status: &'static str, error: Option<Value>) -> Event {
         step_id: None,
         attempt: None,
         status,
-        data: json!({"status": status, "error": error}),
+        data: json!({"error": error}),
     }
 }

@@ -269,7 +269,7 @@ pub async fn cancel(
             step_id: Set(None),
             attempt: Set(None),
             status: Set("cancelled".to_owned()),
-            data: Set(json!({"status": "cancelled", "error": null})),
+            data: Set(json!({"error": null})),
             created_at: Set(at),
         })
         .exec_without_returning(&txn)
