@@ -202,12 +202,13 @@ def run_measuring_cpu(command, seconds, others, **options):
     return out, load, machine
 
 
-def wrk(server, script, tenant, seconds=SECONDS, connections=CONNECTIONS, threads=THREADS, **env):
+def wrk(server, script, tenant, seconds=SECONDS, connections=CONNECTIONS, threads=THREADS, others=None, **env):
+    """`others` (name -> pids): more processes whose CPU is read beside the server's."""
     environment = dict(os.environ, BENCH_LUA_DIR=LUA_DIR, BENCH_ORG=tenant["org"],
                        BENCH_USER=tenant["user"], **env)
     out, load, machine = run_measuring_cpu(["wrk", "--latency", "-t", str(threads), "-c", str(connections),
                                    "-d", f"{seconds}s", "-s", os.path.join(LUA_DIR, script), server.base],
-                                  seconds, {"server": [server.process.pid]}, env=environment)
+                                  seconds, {"server": [server.process.pid], **(others or {})}, env=environment)
     def number(pattern, default="0"):
         found = re.search(pattern, out, re.MULTILINE)
         return found.group(1) if found else default
