@@ -219,7 +219,7 @@ impl RunsApi {
             inputs: body.0,
             idempotency_key: idempotency_key.0,
         };
-        let (row, _) = runs::start(&state.db, &state.runs, &caller.tenant, id.0, new).await?;
+        let row = runs::start(&state.db, &state.runs, &caller.tenant, id.0, new).await?;
         Ok(Accepted::run(row))
     }
 

@@ -53,6 +53,12 @@ impl ServiceError {
         matches!(self, ServiceError::Db(err)
             if matches!(err.sql_err(), Some(SqlErr::ForeignKeyConstraintViolation(_))))
     }
+
+    /// Whether the database refused a write for a unique index: the value is taken.
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(self, ServiceError::Db(err)
+            if matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))))
+    }
 }
 
 /// The current time at the millisecond precision the API promises, so that what is stored is
@@ -64,11 +70,7 @@ pub fn now() -> DateTime<Utc> {
 /// A unique-index violation becomes a conflict saying `message`; other errors pass through.
 pub fn conflict_on_duplicate(err: impl Into<ServiceError>, message: &str) -> ServiceError {
     match err.into() {
-        ServiceError::Db(err)
-            if matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) =>
-        {
-            ServiceError::Conflict(message.to_owned())
-        }
+        err if err.is_unique_violation() => ServiceError::Conflict(message.to_owned()),
         other => other,
     }
 }

@@ -43,21 +43,21 @@ pub struct RunFilter {
 
 /// Checks the flow's steps against the caller's organization and queues a run of its current
 /// version. A repeat with the same `Idempotency-Key` and body (within 24 hours) answers the
-/// run it started, with `false`; a new run comes with `true`.
+/// run it started.
 pub async fn start(
     db: &Pool,
     signals: &Signals,
     tenant: &Tenant,
     flow_id: Uuid,
     new: NewRun,
-) -> Result<(run::Model, bool), ServiceError> {
+) -> Result<run::Model, ServiceError> {
     tenancy::require_recorded_user(db, tenant).await?;
     let flow = get_for::<flow::Entity>(db, tenant, flow_id).await?;
     check_steps(db, tenant, &flow.steps).await?;
     let digest = request_digest(flow_id, &new.inputs);
     if let Some(key) = &new.idempotency_key {
         if let Some(earlier) = earlier_run(db, tenant, key, &digest).await? {
-            return Ok((earlier, false));
+            return Ok(earlier);
         }
     }
     let at = now();
@@ -91,18 +91,13 @@ pub async fn start(
     match insert_for::<run::Entity>(db, tenant, row, Some(reference)).await {
         Ok(run) => {
             signals.queued();
-            Ok((run, true))
+            Ok(run)
         }
-        Err(ServiceError::Db(err))
-            if matches!(
-                err.sql_err(),
-                Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
-            ) =>
-        {
+        Err(err) if err.is_unique_violation() => {
             // Another request with the same key won the race; answer what it started.
             let key = new.idempotency_key.as_deref().unwrap_or_default();
             match earlier_run(db, tenant, key, &digest).await? {
-                Some(earlier) => Ok((earlier, false)),
+                Some(earlier) => Ok(earlier),
                 None => Err(ServiceError::Conflict(
                     "a run with this Idempotency-Key is being started; repeat the request".into(),
                 )),

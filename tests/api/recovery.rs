@@ -12,6 +12,7 @@ use crate::helpers::process::{free_port, temp_dir, tolstoy, wait_until_up, Serve
 use crate::helpers::target::Target;
 use crate::helpers::{Caller, TestApp};
 use crate::on_both_backends;
+use crate::runs;
 
 /// Starts `tolstoy <command>` on the app's database with `env`; its log goes to `log_name`.
 fn spawn(app: &TestApp, command: &str, env: &[(&str, &str)], log_name: &str) -> Server {
@@ -44,42 +45,19 @@ async fn flow(
     endpoint: &str,
     path: Value,
 ) -> String {
-    let tool = app
-        .post_as(
-            caller,
-            "/tools",
-            &json!({"name": "target", "baseUrl": target.url, "authType": "none"}),
-        )
-        .await;
-    assert_eq!(tool.status, 201, "{}", tool.text);
-    let action = app
-        .post_as(
-            caller,
-            "/actions",
-            &json!({"toolId": tool.body["id"], "method": "GET", "endpoint": endpoint}),
-        )
-        .await;
-    assert_eq!(action.status, 201, "{}", action.text);
-    let flow = app
-        .post_as(
-            caller,
-            "/flows",
-            &json!({"steps": [{
-                "id": "call", "type": "action", "actionId": action.body["id"],
-                "inputs": {"path": path}, "retry": {"maxAttempts": 3, "initialDelayMs": 10}
-            }]}),
-        )
-        .await;
-    assert_eq!(flow.status, 201, "{}", flow.text);
-    flow.body["id"].as_str().expect("flow id").to_owned()
+    let tool_id = runs::tool(app, caller, &target.url).await;
+    let action_id = runs::action(app, caller, &tool_id, "GET", endpoint).await;
+    let step = json!({
+        "id": "call", "type": "action", "actionId": action_id,
+        "inputs": {"path": path}, "retry": {"maxAttempts": 3, "initialDelayMs": 10}
+    });
+    runs::flow(app, caller, json!([step])).await
 }
 
+/// Starts a run of `flow_id` with no inputs; returns its id.
 async fn start(app: &TestApp, caller: &Caller, flow_id: &str) -> String {
-    let reply = app
-        .post_as(caller, &format!("/flows/{flow_id}/runs"), &json!({}))
-        .await;
-    assert_eq!(reply.status, 202, "{}", reply.text);
-    reply.body["id"].as_str().expect("run id").to_owned()
+    let run = runs::start(app, caller, flow_id, json!({})).await;
+    run["id"].as_str().expect("run id").to_owned()
 }
 
 async fn wait_for<F: Fn() -> bool>(what: &str, limit: Duration, done: F) {

@@ -16,7 +16,7 @@ use crate::on_both_backends;
 const WORKERS: &[(&str, &str)] = &[("WORKERS", "2"), ("OUTBOUND_ALLOW_PRIVATE", "true")];
 
 /// A tenant with a tool whose base URL is `base_url`.
-async fn tool(app: &TestApp, caller: &Caller, base_url: &str) -> String {
+pub(crate) async fn tool(app: &TestApp, caller: &Caller, base_url: &str) -> String {
     let reply = app
         .post_as(caller, "/tools", &json!({"name": format!("target {}", uuid::Uuid::now_v7()), "baseUrl": base_url, "authType": "none"}))
         .await;
@@ -25,7 +25,7 @@ async fn tool(app: &TestApp, caller: &Caller, base_url: &str) -> String {
 }
 
 /// An action of `tool_id`.
-async fn action(
+pub(crate) async fn action(
     app: &TestApp,
     caller: &Caller,
     tool_id: &str,
@@ -44,7 +44,7 @@ async fn action(
 }
 
 /// A flow with `steps`.
-async fn flow(app: &TestApp, caller: &Caller, steps: Value) -> String {
+pub(crate) async fn flow(app: &TestApp, caller: &Caller, steps: Value) -> String {
     let reply = app
         .post_as(caller, "/flows", &json!({"name": "test", "steps": steps}))
         .await;
@@ -71,7 +71,7 @@ async fn one_step_flow(
 }
 
 /// Starts a run of `flow_id` with `inputs`; returns the run.
-async fn start(app: &TestApp, caller: &Caller, flow_id: &str, inputs: Value) -> Value {
+pub(crate) async fn start(app: &TestApp, caller: &Caller, flow_id: &str, inputs: Value) -> Value {
     let reply = app
         .post_as(
             caller,
