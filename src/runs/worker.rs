@@ -172,7 +172,6 @@ impl Executor {
         }
         self.signals.done(run_id);
         self.lock_held().remove(&run_id);
-        self.signals.events_written();
     }
 }
 
@@ -611,9 +610,9 @@ impl RunWork<'_> {
     /// that arrived meanwhile is noticed here.
     async fn apply(&mut self, transition: Transition) -> Result<bool, DbErr> {
         let applied = queue::apply(&self.executor.db, self.lease, transition).await?;
-        self.executor.signals.events_written();
         Ok(match applied {
             Some(run) => {
+                self.executor.signals.events_written();
                 self.cancel_requested = run.cancel_requested;
                 true
             }
