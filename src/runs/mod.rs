@@ -36,8 +36,10 @@ struct SignalsInner {
     queued: Notify,
     /// Events were written: waiting event streams read at once.
     events: Notify,
-    /// Runs this process works, each with the signal that cancels it.
-    working: Mutex<HashMap<Uuid, watch::Sender<bool>>>,
+    /// Runs this process works, by run and claim token, each with the signal that cancels it.
+    /// The token is part of the key because one process may hold a run twice for a moment: a
+    /// claim that took it over after its old lease ran out, while the old work winds down.
+    working: Mutex<HashMap<(Uuid, String), watch::Sender<bool>>>,
 }
 
 impl Signals {
@@ -65,24 +67,30 @@ impl Signals {
     /// Asks this process's worker of `run_id`, if it has one, to stop the run now, abandoning
     /// its in-flight call.
     pub fn cancel(&self, run_id: Uuid) {
-        if let Some(signal) = self.lock_working().get(&run_id) {
-            signal.send_replace(true);
+        for ((id, _), signal) in self.lock_working().iter() {
+            if *id == run_id {
+                signal.send_replace(true);
+            }
         }
     }
 
-    /// Registers a run this process works; the receiver turns true on [`Self::cancel`].
-    pub(crate) fn working(&self, run_id: Uuid) -> watch::Receiver<bool> {
+    /// Registers a run this process works under the claim `token`; the receiver turns true on
+    /// [`Self::cancel`].
+    pub(crate) fn working(&self, run_id: Uuid, token: &str) -> watch::Receiver<bool> {
         let (signal, cancelled) = watch::channel(false);
-        self.lock_working().insert(run_id, signal);
+        self.lock_working()
+            .insert((run_id, token.to_owned()), signal);
         cancelled
     }
 
-    /// The run is no longer worked here.
-    pub(crate) fn done(&self, run_id: Uuid) {
-        self.lock_working().remove(&run_id);
+    /// The run is no longer worked here under `token`.
+    pub(crate) fn done(&self, run_id: Uuid, token: &str) {
+        self.lock_working().remove(&(run_id, token.to_owned()));
     }
 
-    fn lock_working(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, watch::Sender<bool>>> {
+    fn lock_working(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<(Uuid, String), watch::Sender<bool>>> {
         // A panic while holding the map leaves it usable: entries are only added and removed.
         self.inner
             .working

@@ -18,12 +18,14 @@ use uuid::Uuid;
 use crate::db::Pool;
 use crate::service::now;
 
-/// A worker's hold on one run: its organization, its id and the claim's token.
+/// A worker's hold on one run: its organization, its id, the claim's token and how long each
+/// renewal (and each guarded write) extends it.
 #[derive(Debug, Clone)]
 pub struct Lease {
     pub org_id: Uuid,
     pub run_id: Uuid,
     pub token: String,
+    pub length: Duration,
 }
 
 /// Claims up to `limit` runs that are due, oldest first, for `lease`; a run claimed for the
@@ -72,6 +74,7 @@ pub async fn claim(
                 org_id: run.org_id,
                 run_id: run.id,
                 token: token.clone(),
+                length: lease,
             };
             (lease, run)
         })
@@ -80,10 +83,10 @@ pub async fn claim(
 
 /// Extends a held lease. `None`: the lease is gone (taken over, or the run was finished by
 /// someone else); `Some(cancel_requested)` otherwise.
-pub async fn renew(db: &Pool, lease: &Lease, length: Duration) -> Result<Option<bool>, DbErr> {
+pub async fn renew(db: &Pool, lease: &Lease) -> Result<Option<bool>, DbErr> {
     let statement = Query::update()
         .table(run::Entity)
-        .value(run::Column::LeaseExpiresAt, later(now(), length))
+        .value(run::Column::LeaseExpiresAt, later(now(), lease.length))
         .cond_where(held(lease))
         .returning_col(run::Column::CancelRequested)
         .to_owned();
@@ -104,18 +107,29 @@ pub async fn release(db: &Pool, lease: &Lease, at: DateTime<Utc>) -> Result<bool
     Ok(released.rows_affected == 1)
 }
 
-/// `update` also ends the run's lease, leaving it due at `due` (or not due: finished).
+/// `update` also ends the run's lease, leaving it due at `due` (or not due: finished). A run
+/// whose cancellation was asked for is due at once whatever `due` says, so that a cancel that
+/// races a retry's delay does not wait that delay out.
 fn unleased(
     update: sea_orm::UpdateMany<run::Entity>,
     due: Option<DateTime<Utc>>,
 ) -> sea_orm::UpdateMany<run::Entity> {
+    let available: Expr = match due {
+        Some(due) => Expr::case(
+            Expr::col(run::Column::CancelRequested).eq(true),
+            Expr::value(std::cmp::min(now(), due)),
+        )
+        .finally(Expr::value(due))
+        .into(),
+        None => Expr::value(None::<DateTime<Utc>>),
+    };
     update
         .col_expr(run::Column::LeaseOwner, Expr::value(None::<String>))
         .col_expr(
             run::Column::LeaseExpiresAt,
             Expr::value(None::<DateTime<Utc>>),
         )
-        .col_expr(run::Column::AvailableAt, Expr::value(due))
+        .col_expr(run::Column::AvailableAt, available)
 }
 
 /// Returns every run whose lease ran out to the queue, due now: its worker died or stalled.
@@ -172,7 +186,10 @@ pub struct Event {
 }
 
 /// Writes `transition` if `lease` still holds the run, and returns the run as it is now;
-/// `None` (and nothing written) when the lease is gone.
+/// `None` (and nothing written) when the lease is gone. A write that keeps the lease renews it.
+///
+/// Every JSON value it writes has U+0000 replaced by U+FFFD: PostgreSQL's `jsonb` refuses
+/// `\u0000`, and an answer or a template may hold one.
 pub async fn apply(
     db: &Pool,
     lease: &Lease,
@@ -195,22 +212,34 @@ pub async fn apply(
         update = update.col_expr(run::Column::StepAttempt, Expr::value(attempt));
     }
     if let Some(results) = transition.step_results {
-        update = update.col_expr(run::Column::StepResults, Expr::value(results));
+        update = update.col_expr(run::Column::StepResults, Expr::value(without_nul(results)));
     }
     if let Some((status, error)) = transition.finish {
         update = unleased(update, None)
             .col_expr(run::Column::Status, Expr::value(status))
-            .col_expr(run::Column::Error, Expr::value(error))
+            .col_expr(run::Column::Error, Expr::value(error.map(without_nul)))
             .col_expr(run::Column::FinishedAt, Expr::value(at));
     } else if let Some(due) = transition.release_at {
         update = unleased(update, Some(due));
+    } else {
+        // Set here only: PostgreSQL refuses a column assigned twice in one UPDATE.
+        update = update.col_expr(
+            run::Column::LeaseExpiresAt,
+            Expr::value(later(at, lease.length)),
+        );
     }
     // Dropping the transaction rolls it back.
     let Some(updated) = update.exec_with_returning(&txn).await?.into_iter().next() else {
         return Ok(None);
     };
     match transition.log {
-        Some(LogWrite::Insert(row)) => {
+        Some(LogWrite::Insert(mut row)) => {
+            if let Some(inputs) = row.inputs.take() {
+                row.inputs = Set(without_nul(inputs));
+            }
+            if let Some(error) = row.error.take() {
+                row.error = Set(error.map(without_nul));
+            }
             execution_log::Entity::insert(*row)
                 .exec_without_returning(&txn)
                 .await?;
@@ -224,8 +253,14 @@ pub async fn apply(
         }) => {
             execution_log::Entity::update_many()
                 .col_expr(execution_log::Column::Status, Expr::value(status))
-                .col_expr(execution_log::Column::Outputs, Expr::value(outputs))
-                .col_expr(execution_log::Column::Error, Expr::value(error))
+                .col_expr(
+                    execution_log::Column::Outputs,
+                    Expr::value(outputs.map(without_nul)),
+                )
+                .col_expr(
+                    execution_log::Column::Error,
+                    Expr::value(error.map(without_nul)),
+                )
                 .col_expr(execution_log::Column::DurationMs, Expr::value(duration_ms))
                 .col_expr(execution_log::Column::UpdatedAt, Expr::value(at))
                 .filter(execution_log::Column::OrgId.eq(lease.org_id))
@@ -249,7 +284,7 @@ pub async fn apply(
                 step_id: Set(event.step_id),
                 attempt: Set(event.attempt),
                 status: Set(event.status.to_owned()),
-                data: Set(event.data),
+                data: Set(without_nul(event.data)),
                 created_at: Set(at),
             });
         run_event::Entity::insert_many(rows)
@@ -276,6 +311,28 @@ pub async fn unfinished_attempt(
         .filter(execution_log::Column::Status.eq("running"))
         .one(db)
         .await
+}
+
+/// `value` with every U+0000 in its strings and keys replaced by U+FFFD.
+pub fn without_nul(value: Value) -> Value {
+    fn clean(text: String) -> String {
+        if text.contains('\0') {
+            text.replace('\0', "\u{FFFD}")
+        } else {
+            text
+        }
+    }
+    match value {
+        Value::String(text) => Value::String(clean(text)),
+        Value::Array(items) => Value::Array(items.into_iter().map(without_nul).collect()),
+        Value::Object(members) => Value::Object(
+            members
+                .into_iter()
+                .map(|(key, member)| (clean(key), without_nul(member)))
+                .collect(),
+        ),
+        other => other,
+    }
 }
 
 /// `id = run AND org_id = org AND lease_owner = token`.

@@ -113,7 +113,10 @@ pub async fn prepare(
         Err(err) => return Ok(failed("expression", format!("inputs.{err}"))),
     };
     Ok(match request_of(&action, &tool, &inputs, step.timeout) {
-        Ok(request) => Prepared::Call { request, inputs },
+        Ok(request) => Prepared::Call {
+            request,
+            inputs: inputs_for_log(inputs),
+        },
         Err(message) => failed("invalid_input", message),
     })
 }
@@ -191,12 +194,58 @@ pub fn outcome(result: Result<OutboundResponse, CallError>) -> Result<Value, Fai
     })
 }
 
-/// `output` as an execution log keeps it: whole up to [`LOG_OUTPUT_CAP_BYTES`] of JSON, else
-/// its status and headers with the body cut to text of that size and `"truncated": true`.
+/// What an execution log shows in place of a header value that may be a secret.
+pub const REDACTED: &str = "[redacted]";
+
+/// Whether a header of this name may carry a secret (a credential, a session): its value is
+/// left out of execution logs. Names are compared in lower case.
+fn is_sensitive_header(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    [
+        "auth",
+        "cookie",
+        "token",
+        "secret",
+        "password",
+        "key",
+        "session",
+        "signature",
+    ]
+    .iter()
+    .any(|word| name.contains(word))
+}
+
+/// `headers` (a JSON object of header name → value) with the values of sensitive headers
+/// replaced by [`REDACTED`]; anything else is kept as it is.
+fn redact_headers(headers: &mut Value) {
+    if let Value::Object(headers) = headers {
+        for (name, value) in headers.iter_mut() {
+            if is_sensitive_header(name) {
+                *value = Value::String(REDACTED.to_owned());
+            }
+        }
+    }
+}
+
+/// The resolved inputs as the execution log shows them: sensitive header values redacted.
+fn inputs_for_log(mut inputs: Value) -> Value {
+    if let Some(headers) = inputs.get_mut("headers") {
+        redact_headers(headers);
+    }
+    inputs
+}
+
+/// `output` as an execution log keeps it: sensitive response headers (`set-cookie`, …)
+/// redacted, and whole up to [`LOG_OUTPUT_CAP_BYTES`] of JSON, else its status and headers with
+/// the body cut to text of that size and `"truncated": true`.
 pub fn for_log(output: &Value) -> Value {
+    let mut output = output.clone();
+    if let Some(headers) = output.get_mut("headers") {
+        redact_headers(headers);
+    }
     let text = output.to_string();
     if text.len() <= LOG_OUTPUT_CAP_BYTES {
-        return output.clone();
+        return output;
     }
     let body = output.get("body").map(Value::to_string).unwrap_or_default();
     let mut end = LOG_OUTPUT_CAP_BYTES.min(body.len());
@@ -255,5 +304,25 @@ mod tests {
         assert!(logged.to_string().len() < LOG_OUTPUT_CAP_BYTES + 1024);
         let small = json!({"status": 200, "headers": {}, "body": "ok"});
         assert_eq!(for_log(&small), small);
+    }
+
+    #[test]
+    fn secrets_in_headers_are_left_out_of_the_log() {
+        let output =
+            json!({"status": 200, "headers": {"set-cookie": "sid=1", "etag": "x"}, "body": {}});
+        let logged = for_log(&output);
+        assert_eq!(logged["headers"]["set-cookie"], json!(REDACTED));
+        assert_eq!(logged["headers"]["etag"], json!("x"));
+        let inputs = inputs_for_log(json!({
+            "headers": {"Authorization": "Bearer s3cret", "X-Api-Key": "k", "Accept": "text/plain"},
+            "body": {"Authorization": "kept: the body is the flow's data"},
+        }));
+        assert_eq!(inputs["headers"]["Authorization"], json!(REDACTED));
+        assert_eq!(inputs["headers"]["X-Api-Key"], json!(REDACTED));
+        assert_eq!(inputs["headers"]["Accept"], json!("text/plain"));
+        assert_eq!(
+            inputs["body"]["Authorization"],
+            json!("kept: the body is the flow's data")
+        );
     }
 }

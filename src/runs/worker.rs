@@ -32,14 +32,32 @@ use crate::service::now;
 /// The shortest and the longest wait between two claims that found nothing.
 const IDLE_POLL: (Duration, Duration) = (Duration::from_millis(20), Duration::from_millis(1000));
 
+/// After this many claims of a run in a row whose work ended in a database error, the run is
+/// failed (kind `internal`) instead of being given back again: a write that the database
+/// refuses for what it holds would refuse it for ever.
+const MAX_STORAGE_FAILURES: u32 = 5;
+
+/// How a worker's hold on a run stands, as the lease keeper last saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LeaseState {
+    Held,
+    /// Held, and someone asked (perhaps through another process) to cancel the run.
+    CancelRequested,
+    /// Taken over, or not renewed in time: the worker must stop writing and let go.
+    Lost,
+}
+
 /// Everything a worker needs; shared by the slots of a process.
 pub struct Executor {
     db: Pool,
     client: OutboundClient,
     settings: RunSettings,
     signals: Signals,
-    /// Leases this process holds, to give back those a shutdown abandons.
-    held: Mutex<HashMap<uuid::Uuid, Lease>>,
+    /// Leases this process holds, by run and claim token, to give back those a shutdown
+    /// abandons.
+    held: Mutex<HashMap<(uuid::Uuid, String), Lease>>,
+    /// Runs whose last works here ended in a database error, and how many in a row.
+    storage_failures: Mutex<HashMap<uuid::Uuid, u32>>,
 }
 
 impl Executor {
@@ -55,6 +73,7 @@ impl Executor {
             settings: settings.clone(),
             signals,
             held: Mutex::new(HashMap::new()),
+            storage_failures: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -131,9 +150,12 @@ impl Executor {
         })
         .await;
         if finished.is_err() {
+            // Taken before the abort: an aborted run's guard removes its lease from `held`.
+            // A run that finishes in between is not given back twice: release is guarded by
+            // the lease, which finishing ended.
+            let abandoned: Vec<Lease> = self.lock_held().values().cloned().collect();
             working.abort_all();
             while working.join_next().await.is_some() {}
-            let abandoned: Vec<Lease> = self.lock_held().drain().map(|(_, l)| l).collect();
             for lease in abandoned {
                 if let Err(err) = queue::release(&self.db, &lease, now()).await {
                     tracing::warn!(run_id = %lease.run_id, error = %err, "giving back a run failed");
@@ -143,36 +165,143 @@ impl Executor {
         tracing::info!("workers stopped");
     }
 
-    fn lock_held(&self) -> std::sync::MutexGuard<'_, HashMap<uuid::Uuid, Lease>> {
-        self.held
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn lock_held(&self) -> std::sync::MutexGuard<'_, HashMap<(uuid::Uuid, String), Lease>> {
+        lock(&self.held)
     }
 
     /// Works one claimed run until it finishes, waits for a retry, loses its lease or the
-    /// process stops.
+    /// process stops. A lease keeper renews the lease every third of its length meanwhile.
     async fn work(self: Arc<Self>, lease: Lease, run: run::Model, stop: watch::Receiver<bool>) {
         let run_id = run.id;
-        self.lock_held().insert(run_id, lease.clone());
-        let cancelled = self.signals.working(run_id);
+        let _registered = Registered::new(&self, &lease);
+        let (state, lease_state) = watch::channel(LeaseState::Held);
+        let keeper = tokio::spawn(keep_lease(self.clone(), lease.clone(), state));
         let mut work = RunWork {
             executor: &self,
             lease: &lease,
             results: run.step_results.as_object().cloned().unwrap_or_default(),
             cancel_requested: run.cancel_requested,
             run,
-            cancelled,
+            cancelled: self.signals.working(run_id, &lease.token),
+            lease_state,
             stop,
         };
-        if let Err(err) = work.drive().await {
-            tracing::warn!(%run_id, error = %err, "working a run failed; giving it back");
-            if let Err(err) = queue::release(&self.db, &lease, now()).await {
-                tracing::warn!(%run_id, error = %err, "giving back a run failed");
+        let worked = work.drive().await;
+        keeper.abort();
+        match worked {
+            Ok(()) => {
+                lock(&self.storage_failures).remove(&run_id);
+            }
+            Err(err) => self.storage_failed(&lease, err).await,
+        }
+    }
+
+    /// The run's work ended in a database error: it goes back to the queue after a delay that
+    /// grows with each such end in a row, and after [`MAX_STORAGE_FAILURES`] it is failed.
+    async fn storage_failed(&self, lease: &Lease, err: DbErr) {
+        let run_id = lease.run_id;
+        let failures = {
+            let mut failing = lock(&self.storage_failures);
+            let count = failing.entry(run_id).or_default();
+            *count += 1;
+            *count
+        };
+        tracing::warn!(%run_id, error = %err, failures, "working a run failed on the database");
+        if failures >= MAX_STORAGE_FAILURES {
+            let error = json!({
+                "stepId": null,
+                "kind": "internal",
+                "message": "the run's progress could not be stored; the server log says why",
+            });
+            let failed = queue::apply(
+                &self.db,
+                lease,
+                Transition {
+                    finish: Some(("failed", Some(error.clone()))),
+                    events: vec![run_event("failed", Some(error))],
+                    ..Default::default()
+                },
+            )
+            .await;
+            if failed.is_ok() {
+                lock(&self.storage_failures).remove(&run_id);
+                self.signals.events_written();
+                return;
             }
         }
-        self.signals.done(run_id);
-        self.lock_held().remove(&run_id);
+        let delay = Duration::from_secs(1 << failures.min(6)).min(Duration::from_secs(60));
+        if let Err(err) = queue::release(&self.db, lease, queue::later(now(), delay)).await {
+            tracing::warn!(%run_id, error = %err, "giving back a run failed");
+        }
     }
+}
+
+/// A run's entries in the process's maps while it is worked, removed when the work ends, even
+/// by a panic.
+struct Registered<'a> {
+    executor: &'a Executor,
+    run_id: uuid::Uuid,
+    token: String,
+}
+
+impl<'a> Registered<'a> {
+    fn new(executor: &'a Executor, lease: &Lease) -> Self {
+        let key = (lease.run_id, lease.token.clone());
+        executor.lock_held().insert(key, lease.clone());
+        Self {
+            executor,
+            run_id: lease.run_id,
+            token: lease.token.clone(),
+        }
+    }
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.executor.signals.done(self.run_id, &self.token);
+        self.executor
+            .lock_held()
+            .remove(&(self.run_id, std::mem::take(&mut self.token)));
+    }
+}
+
+/// Renews `lease` every third of its length until the lease is lost or the task is aborted,
+/// telling the run's work through `state`. A failed renewal is tried again at the next tick;
+/// only when the lease would run out before that tick does the worker give up.
+async fn keep_lease(executor: Arc<Executor>, lease: Lease, state: watch::Sender<LeaseState>) {
+    let every = lease.length / 3;
+    let mut renewed = Instant::now();
+    loop {
+        tokio::time::sleep(every).await;
+        match queue::renew(&executor.db, &lease).await {
+            Ok(None) => {
+                state.send_replace(LeaseState::Lost);
+                return;
+            }
+            Ok(Some(cancel_requested)) => {
+                renewed = Instant::now();
+                if cancel_requested {
+                    state.send_if_modified(|now| {
+                        let changed = *now == LeaseState::Held;
+                        *now = LeaseState::CancelRequested;
+                        changed
+                    });
+                }
+            }
+            Err(err) => {
+                tracing::warn!(run_id = %lease.run_id, error = %err, "renewing a lease failed");
+                if renewed.elapsed() + every >= lease.length {
+                    state.send_replace(LeaseState::Lost);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Locks `map`; a panic while it was held leaves it usable (entries are only added and removed).
+fn lock<T>(map: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    map.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// One claimed run being worked.
@@ -182,7 +311,9 @@ struct RunWork<'a> {
     run: run::Model,
     results: Map<String, Value>,
     cancel_requested: bool,
+    /// Turns true when this process is asked to cancel the run.
     cancelled: watch::Receiver<bool>,
+    lease_state: watch::Receiver<LeaseState>,
     stop: watch::Receiver<bool>,
 }
 
@@ -206,23 +337,28 @@ impl RunWork<'_> {
         let mut begun = self.run.step_attempt.max(0) as u32;
         if begun > 0 {
             if let Some(step) = plan.steps.get(index) {
-                if !self.count_lost_attempt(step, begun).await? {
-                    return Ok(());
-                }
+                let lost = self.lost_attempt(step, begun).await?;
+                let failure = Failure::permanent(
+                    "worker_lost",
+                    "the worker of this attempt stopped before it ended",
+                );
                 if begun >= step.max_attempts {
-                    let failure = Failure::permanent(
-                        "worker_lost",
-                        "the worker of the step's last attempt stopped before it ended",
-                    );
-                    if !self.step_failed(step, index, begun, None, &failure).await? {
+                    if !self.step_failed(step, index, begun, lost, &failure).await? {
                         return Ok(());
                     }
                     index += 1;
                     begun = 0;
+                } else if let Some(log) = lost {
+                    if !self.attempt_lost(step, begun, log, &failure).await? {
+                        return Ok(());
+                    }
                 }
             }
         }
         loop {
+            if self.lease_lost() {
+                return Ok(());
+            }
             if self.cancel_requested || *self.cancelled.borrow() {
                 return self.finish_cancelled(None, Vec::new()).await;
             }
@@ -294,7 +430,7 @@ impl RunWork<'_> {
                 let left = (deadline - Utc::now()).to_std().unwrap_or_default();
                 request.timeout = request.timeout.min(left.max(Duration::from_millis(1)));
             }
-            let end = self.call(request).await?;
+            let end = self.call(request).await;
             let duration_ms = started.elapsed().as_millis() as i64;
             match end {
                 CallEnd::LeaseLost => return Ok(()),
@@ -377,50 +513,70 @@ impl RunWork<'_> {
         }
     }
 
-    /// Makes the call while renewing the lease, and abandons it when the run is cancelled (here
-    /// or, seen at a renewal, in another process) or the lease is lost.
-    async fn call(&mut self, request: super::outbound::OutboundRequest) -> Result<CallEnd, DbErr> {
+    /// Whether the lease keeper saw the lease lost; a cancel request it saw is noted.
+    fn lease_lost(&mut self) -> bool {
+        match *self.lease_state.borrow() {
+            LeaseState::Held => false,
+            LeaseState::CancelRequested => {
+                self.cancel_requested = true;
+                false
+            }
+            LeaseState::Lost => true,
+        }
+    }
+
+    /// Makes the call, and abandons it when the run is cancelled (here or, seen by the lease
+    /// keeper, in another process) or the lease is lost.
+    async fn call(&mut self, request: super::outbound::OutboundRequest) -> CallEnd {
         let client = self.executor.client.clone();
         let answer = client.send(request);
         tokio::pin!(answer);
-        let length = self.executor.settings.lease;
-        let mut renewal =
-            tokio::time::interval_at(tokio::time::Instant::now() + length / 3, length / 3);
+        let mut cancel_signal_open = true;
         loop {
             tokio::select! {
-                result = &mut answer => return Ok(CallEnd::Answered(step::outcome(result))),
-                _ = renewal.tick() => {
-                    match queue::renew(&self.executor.db, self.lease, length).await? {
-                        None => return Ok(CallEnd::LeaseLost),
-                        Some(true) => return Ok(CallEnd::Cancelled),
-                        Some(false) => {}
+                result = &mut answer => return CallEnd::Answered(step::outcome(result)),
+                changed = self.lease_state.changed() => {
+                    // A keeper that ended without saying so (a panic) renews nothing.
+                    if changed.is_err() || self.lease_lost() {
+                        return CallEnd::LeaseLost;
+                    }
+                    if self.cancel_requested {
+                        return CallEnd::Cancelled;
                     }
                 }
-                changed = self.cancelled.changed() => {
-                    if changed.is_ok() && *self.cancelled.borrow() {
-                        return Ok(CallEnd::Cancelled);
-                    }
-                }
+                changed = self.cancelled.changed(), if cancel_signal_open => match changed {
+                    Ok(()) if *self.cancelled.borrow() => return CallEnd::Cancelled,
+                    Ok(()) => {}
+                    Err(_) => cancel_signal_open = false,
+                },
             }
         }
     }
 
-    /// Marks attempt `attempt` of `step` as lost when its log still says `running`: its worker
-    /// died or was stopped mid-call. `false` when the lease is gone.
-    async fn count_lost_attempt(&mut self, step: &Step, attempt: u32) -> Result<bool, DbErr> {
+    /// The log of attempt `attempt` of `step` and how long ago it began, when it still says
+    /// `running`: its worker died or was stopped mid-call.
+    async fn lost_attempt(
+        &self,
+        step: &Step,
+        attempt: u32,
+    ) -> Result<Option<(uuid::Uuid, i64)>, DbErr> {
         let db = &self.executor.db;
-        let Some(log) = queue::unfinished_attempt(db, self.lease, &step.id, attempt as i32).await?
-        else {
-            return Ok(true);
-        };
-        let failure = Failure::permanent(
-            "worker_lost",
-            "the worker of this attempt stopped before it ended",
-        );
-        let duration_ms = (now() - log.created_at).num_milliseconds().max(0);
+        let log = queue::unfinished_attempt(db, self.lease, &step.id, attempt as i32).await?;
+        Ok(log.map(|log| (log.id, (now() - log.created_at).num_milliseconds().max(0))))
+    }
+
+    /// Ends the log of lost attempt `attempt`, which another attempt follows. `false` when the
+    /// lease is gone.
+    async fn attempt_lost(
+        &mut self,
+        step: &Step,
+        attempt: u32,
+        (id, duration_ms): (uuid::Uuid, i64),
+        failure: &Failure,
+    ) -> Result<bool, DbErr> {
         self.apply(Transition {
             log: Some(LogWrite::Finish {
-                id: log.id,
+                id,
                 status: "failed",
                 outputs: None,
                 error: Some(failure.to_json()),

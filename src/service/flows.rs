@@ -1,6 +1,6 @@
 //! Flows: versioned workflow definitions.
 
-use entity::{execution_log, flow};
+use entity::{execution_log, flow, run};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{ColumnTrait, Condition, QueryFilter, Set};
 use serde_json::Value;
@@ -9,7 +9,8 @@ use uuid::Uuid;
 use super::pagination::{Page, PageRequest};
 use super::tenancy::Tenant;
 use super::tenant_scope::{
-    delete_with_dependents, get_for, insert_for, page_for, set_if_changed, Dependents, TenantScoped,
+    clear_dependents, delete_with_dependents_in, get_for, insert_for, lock_for_delete, page_for,
+    set_if_changed, Dependents, TenantScoped,
 };
 use super::{now, ServiceError};
 use crate::db::Pool;
@@ -129,15 +130,27 @@ async fn update_once(
     }
 }
 
+/// Deletes a flow. While it has runs (queued, working or finished) or execution logs this is a
+/// conflict, unless `cascade`, which deletes them with it; a worker on one of its runs then
+/// finds its lease gone and stops.
 pub async fn delete(
     db: &Pool,
     tenant: &Tenant,
     id: Uuid,
     cascade: bool,
 ) -> Result<(), ServiceError> {
+    let runs = Dependents::<run::Entity> {
+        column: run::Column::FlowId,
+        label: "runs",
+    };
     let logs = Dependents::<execution_log::Entity> {
         column: execution_log::Column::FlowId,
         label: "execution logs",
     };
-    delete_with_dependents::<flow::Entity, _>(db, tenant, id, cascade, logs).await
+    let txn = db.begin().await?;
+    lock_for_delete::<flow::Entity>(&txn, tenant, id).await?;
+    clear_dependents::<flow::Entity, _>(&txn, tenant, id, cascade, &runs).await?;
+    delete_with_dependents_in::<flow::Entity, _>(&txn, tenant, id, cascade, logs).await?;
+    txn.commit().await?;
+    Ok(())
 }

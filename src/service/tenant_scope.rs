@@ -335,6 +335,30 @@ pub async fn delete_with_dependents_in<E: TenantScoped, D: TenantScoped>(
     cascade: bool,
     dependents: Dependents<D>,
 ) -> Result<(), ServiceError> {
+    lock_for_delete::<E>(txn, tenant, id).await?;
+    clear_dependents::<E, D>(txn, tenant, id, cascade, &dependents).await?;
+    E::delete_for(tenant)
+        .filter(E::id_column().eq(id))
+        .exec(txn)
+        .await
+        .map_err(|err| {
+            let detail = format!(
+                "the {} still has {}; delete them first or use ?cascade=true",
+                E::NAME,
+                dependents.label
+            );
+            conflict_on_reference(err, &detail)
+        })?;
+    Ok(())
+}
+
+/// Locks row `id` of `E` in the tenant's organization for a delete in `txn` (and the
+/// organization for sharing, as every delete does first); not found when it is not there.
+pub async fn lock_for_delete<E: TenantScoped>(
+    txn: &Transaction,
+    tenant: &Tenant,
+    id: Uuid,
+) -> Result<(), ServiceError> {
     tenancy::share_organization(txn, tenant.org_id).await?;
     if E::find_one_for(tenant, id)
         .lock_exclusive()
@@ -344,6 +368,18 @@ pub async fn delete_with_dependents_in<E: TenantScoped, D: TenantScoped>(
     {
         return Err(refusal_or(txn, tenant, ServiceError::NotFound(E::NAME)).await);
     }
+    Ok(())
+}
+
+/// The rows of `D` that reference row `id` of `E`, which the caller locked: a conflict that
+/// says how many, unless `cascade`, which deletes them.
+pub async fn clear_dependents<E: TenantScoped, D: TenantScoped>(
+    txn: &Transaction,
+    tenant: &Tenant,
+    id: Uuid,
+    cascade: bool,
+    dependents: &Dependents<D>,
+) -> Result<(), ServiceError> {
     let count = D::find_for(tenant)
         .filter(dependents.column.eq(id))
         .count(txn)
@@ -361,17 +397,5 @@ pub async fn delete_with_dependents_in<E: TenantScoped, D: TenantScoped>(
             .exec(txn)
             .await?;
     }
-    E::delete_for(tenant)
-        .filter(E::id_column().eq(id))
-        .exec(txn)
-        .await
-        .map_err(|err| {
-            let detail = format!(
-                "the {} still has {}; delete them first or use ?cascade=true",
-                E::NAME,
-                dependents.label
-            );
-            conflict_on_reference(err, &detail)
-        })?;
     Ok(())
 }

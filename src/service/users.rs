@@ -1,14 +1,14 @@
 //! Users of an organization, and the rules of their roles.
 
-use entity::{execution_log, user};
+use entity::{execution_log, run, user};
 use sea_orm::{ColumnTrait, Condition, PaginatorTrait, QueryFilter, Set};
 use uuid::Uuid;
 
 use super::pagination::{Page, PageRequest};
 use super::tenancy::{self, Role, Tenant};
 use super::tenant_scope::{
-    delete_with_dependents_in, get_for, insert_for, insert_where, page_for, set_if_changed,
-    update_returning, Dependents, TenantScoped,
+    clear_dependents, delete_with_dependents_in, get_for, insert_for, insert_where, page_for,
+    set_if_changed, update_returning, Dependents, TenantScoped,
 };
 use super::{conflict_on_duplicate, now, ServiceError};
 use crate::db::{Pool, Transaction};
@@ -191,7 +191,7 @@ fn last_owner() -> ServiceError {
 }
 
 /// Deletes a user; only an owner deletes an owner, and never the last one (409). While the user
-/// has execution logs this is a conflict, unless `cascade`. Their API keys go with them.
+/// has runs or execution logs this is a conflict, unless `cascade`. Their API keys go with them.
 pub async fn delete(
     db: &Pool,
     tenant: &Tenant,
@@ -203,10 +203,15 @@ pub async fn delete(
     if role_of(&target) == Role::Owner && owners(&txn, tenant.org_id).await? <= 1 {
         return Err(last_owner());
     }
+    let runs = Dependents::<run::Entity> {
+        column: run::Column::UserId,
+        label: "runs",
+    };
     let logs = Dependents::<execution_log::Entity> {
         column: execution_log::Column::UserId,
         label: "execution logs",
     };
+    clear_dependents::<user::Entity, _>(&txn, tenant, id, cascade, &runs).await?;
     delete_with_dependents_in::<user::Entity, _>(&txn, tenant, id, cascade, logs).await?;
     txn.commit().await?;
     Ok(())

@@ -37,7 +37,8 @@ fn spawn(app: &TestApp, command: &str, env: &[(&str, &str)], log_name: &str) -> 
     )
 }
 
-/// A flow of one step calling `GET {endpoint}` on `target`, with `path` inputs.
+/// A flow of one step calling `GET {endpoint}` on `target`, with `path` inputs and up to three
+/// attempts.
 async fn flow(
     app: &TestApp,
     caller: &Caller,
@@ -45,11 +46,23 @@ async fn flow(
     endpoint: &str,
     path: Value,
 ) -> String {
+    flow_with_attempts(app, caller, target, endpoint, path, 3).await
+}
+
+/// [`flow`] with at most `attempts` attempts.
+async fn flow_with_attempts(
+    app: &TestApp,
+    caller: &Caller,
+    target: &Target,
+    endpoint: &str,
+    path: Value,
+    attempts: u32,
+) -> String {
     let tool_id = runs::tool(app, caller, &target.url).await;
     let action_id = runs::action(app, caller, &tool_id, "GET", endpoint).await;
     let step = json!({
         "id": "call", "type": "action", "actionId": action_id,
-        "inputs": {"path": path}, "retry": {"maxAttempts": 3, "initialDelayMs": 10}
+        "inputs": {"path": path}, "retry": {"maxAttempts": attempts, "initialDelayMs": 10}
     });
     runs::flow(app, caller, json!([step])).await
 }
@@ -124,6 +137,38 @@ on_both_backends! {
 }
 
 on_both_backends! {
+    /// `kill -9` mid-step of a step's last attempt: after a restart the run fails with kind
+    /// `worker_lost`, and the lost attempt has exactly one execution log.
+    async fn a_lost_last_attempt_fails_the_run_with_one_log(app) {
+        let target = Target::start().await;
+        let caller = app.new_tenant("Acme").await;
+        let flow_id = flow_with_attempts(&app, &caller, &target, "/slow/{key}?ms=3000", json!({"key": "last"}), 1).await;
+        let env = [("WORKERS", "1"), ("RUN_LEASE_SECS", "2")];
+        let mut first = spawn(&app, "worker", &env, "first.log");
+        let run_id = start(&app, &caller, &flow_id).await;
+        wait_for("the step to start", Duration::from_secs(20), || !target.received_at("/slow/last").is_empty()).await;
+        first.0.kill().expect("kill -9");
+        first.0.wait().expect("reap");
+        let _second = spawn(&app, "worker", &env, "second.log");
+        let begun = Instant::now();
+        let run = loop {
+            let run = app.get_as(&caller, &format!("/runs/{run_id}")).await.body;
+            if !run["finishedAt"].is_null() {
+                break run;
+            }
+            assert!(begun.elapsed() < Duration::from_secs(30), "the run was not recovered: {run}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(run["status"], "failed", "{run}");
+        assert_eq!(run["error"]["kind"], "worker_lost", "{run}");
+        let logs = app.get_as(&caller, &format!("/execution-logs?executionId={run_id}")).await.body;
+        let logs = logs.as_array().expect("logs");
+        assert_eq!(logs.len(), 1, "{logs:?}");
+        assert_eq!(logs[0]["status"], "failed");
+        assert_eq!(logs[0]["error"]["kind"], "worker_lost");
+        assert_eq!(target.received_at("/slow/last").len(), 1);
+    }
+
     /// SIGTERM while a step is in flight and the shutdown timeout too short for it: the
     /// process exits within the timeout and gives the run back, so another worker completes it
     /// without waiting out the 30 s lease.

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use poem::http::Method;
 use serde_json::{json, Value};
 
-use crate::helpers::target::Target;
+use crate::helpers::target::{Target, SESSION_SECRET};
 use crate::helpers::{Caller, TestApp, Workers};
 use crate::on_both_backends;
 
@@ -445,6 +445,121 @@ on_both_backends! {
         let events = parse_events(&resumed.text);
         assert_eq!(events.len(), 1, "{}", resumed.text);
         assert_eq!(events[0].0, "3");
+    }
+}
+
+on_both_backends! {
+    /// A run of many quick steps that lasts longer than its lease keeps the lease: every write
+    /// renews it and the lease keeper renews it between writes, so no rescuer takes the run
+    /// over while it is worked, and each step is called exactly once.
+    async fn a_run_longer_than_its_lease_is_worked_once(app) {
+        let target = Target::start().await;
+        let (app, _workers) = workers(&app, &[("RUN_LEASE_SECS", "3")]).await;
+        let caller = app.new_tenant("Acme").await;
+        let tool_id = tool(&app, &caller, &target.url).await;
+        let action_id = action(&app, &caller, &tool_id, "GET", "/slow/{key}?ms=900").await;
+        let steps: Vec<Value> = (0..8)
+            .map(|i| json!({"id": format!("s{i}"), "type": "action", "actionId": action_id,
+                "inputs": {"path": {"key": format!("lease-{i}")}}}))
+            .collect();
+        let flow_id = flow(&app, &caller, Value::Array(steps)).await;
+        let run = finished(&app, &caller, &start(&app, &caller, &flow_id, json!({})).await).await;
+        assert_eq!(run["status"], "completed", "{run}");
+        let mut called: Vec<String> = target.received_at("/slow/lease-").into_iter().map(|r| r.path).collect();
+        called.sort();
+        let expected: Vec<String> = (0..8).map(|i| format!("/slow/lease-{i}")).collect();
+        assert_eq!(called, expected, "a step was called more than once");
+        let logs = logs(&app, &caller, &run).await;
+        assert_eq!(logs.len(), 8, "{logs:?}");
+        assert!(logs.iter().all(|l| l["attempt"] == 1 && l["status"] == "completed"), "{logs:?}");
+    }
+
+    /// An answer holding U+0000, which PostgreSQL's `jsonb` cannot store, is kept with U+FFFD
+    /// in its place, on both backends alike; the run completes.
+    async fn a_nul_in_an_answer_is_stored_as_the_replacement_character(app) {
+        let target = Target::start().await;
+        let (app, _workers) = workers(&app, &[]).await;
+        let caller = app.new_tenant("Acme").await;
+        let flow_id = one_step_flow(&app, &caller, &target, "GET", "/nul", json!({})).await;
+        let run = finished(&app, &caller, &start(&app, &caller, &flow_id, json!({})).await).await;
+        assert_eq!(run["status"], "completed", "{run}");
+        let body = &run["outputs"]["call"]["body"];
+        assert_eq!(body["text"], "a\u{FFFD}b", "{run}");
+        assert_eq!(body["k\u{FFFD}"], 1, "{run}");
+        let logs = logs(&app, &caller, &run).await;
+        assert_eq!(logs[0]["outputs"]["body"]["text"], "a\u{FFFD}b", "{logs:?}");
+    }
+
+    /// Header values that may be secrets (authorization, keys, tokens, cookies) are sent, but
+    /// the execution log shows them as `[redacted]`, in the resolved inputs and in the answer.
+    async fn secret_headers_are_sent_but_not_logged(app) {
+        let target = Target::start().await;
+        let (app, _workers) = workers(&app, &[]).await;
+        let caller = app.new_tenant("Acme").await;
+        let flow_id = one_step_flow(&app, &caller, &target, "POST", "/cookie", json!({
+            "inputs": {"headers": {"Authorization": "Bearer {{ inputs.token }}", "X-Trace": "t-1"}}
+        })).await;
+        let token = "tok-5ecret-do-not-log";
+        let run = finished(&app, &caller, &start(&app, &caller, &flow_id, json!({"token": token})).await).await;
+        assert_eq!(run["status"], "completed", "{run}");
+        let sent = target.received_at("/cookie");
+        assert_eq!(sent[0].headers["authorization"], format!("Bearer {token}"));
+        let logs = app.get_as(&caller, &format!("/execution-logs?executionId={}", run["id"].as_str().expect("id"))).await;
+        assert!(!logs.text.contains(token), "{}", logs.text);
+        assert!(!logs.text.contains(SESSION_SECRET), "{}", logs.text);
+        let log = &logs.body[0];
+        assert_eq!(log["inputs"]["headers"]["Authorization"], "[redacted]", "{log}");
+        assert_eq!(log["inputs"]["headers"]["X-Trace"], "t-1", "{log}");
+        assert_eq!(log["outputs"]["headers"]["set-cookie"], "[redacted]", "{log}");
+    }
+
+    /// A cancel that arrives while a worker in another process is in a call that then fails:
+    /// the run is not left waiting out the retry's delay but is cancelled at once.
+    async fn a_cancel_during_a_failing_call_does_not_wait_for_the_retry(app) {
+        let target = Target::start().await;
+        // The workers' process is another one as far as the API is concerned: `app` does not
+        // share its in-process signals, so only the database tells the worker of the cancel.
+        let (_, _workers) = workers(&app, &[]).await;
+        let caller = app.new_tenant("Acme").await;
+        let flow_id = one_step_flow(&app, &caller, &target, "GET", "/slow/c?ms=1500&status=503",
+            json!({"retry": {"maxAttempts": 3, "initialDelayMs": 30000}})).await;
+        let run = start(&app, &caller, &flow_id, json!({})).await;
+        let id = run["id"].as_str().expect("id");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while target.received_at("/slow/c").is_empty() {
+            assert!(Instant::now() < deadline, "the step never started");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let reply = app.post_as(&caller, &format!("/runs/{id}/cancel"), &json!({})).await;
+        assert_eq!(reply.status, 202, "{}", reply.text);
+        let begun = Instant::now();
+        let run = finished(&app, &caller, &run).await;
+        assert_eq!(run["status"], "cancelled", "{run}");
+        assert!(begun.elapsed() < Duration::from_secs(10), "the cancel waited for the retry: {:?}", begun.elapsed());
+        assert_eq!(target.received_at("/slow/c").len(), 1);
+    }
+
+    /// A flow (or user) with runs, even only queued ones, is not deleted without `cascade`;
+    /// with it, its runs go too.
+    async fn a_flow_with_runs_is_deleted_only_with_cascade(app) {
+        let target = Target::start().await;
+        let caller = app.new_tenant("Acme").await;
+        let flow_id = one_step_flow(&app, &caller, &target, "GET", "/echo/queued", json!({})).await;
+        let run = start(&app, &caller, &flow_id, json!({})).await;
+        let id = run["id"].as_str().expect("id");
+        let refused = app.delete_as(&caller, &format!("/flows/{flow_id}")).await;
+        refused.assert_problem(409);
+        assert!(refused.text.contains("1 runs"), "{}", refused.text);
+        let user_path = format!("/users/{}", caller.user_id);
+        let extra = app.post_as(&caller, "/users", &json!({"email": "second-owner@example.com", "role": "owner"})).await;
+        assert_eq!(extra.status, 201, "{}", extra.text);
+        let refused = app.delete_as(&caller, &user_path).await;
+        refused.assert_problem(409);
+        assert!(refused.text.contains("1 runs"), "{}", refused.text);
+        assert_eq!(app.get_as(&caller, &format!("/runs/{id}")).await.status, 200);
+        let deleted = app.delete_as(&caller, &format!("/flows/{flow_id}?cascade=true")).await;
+        assert_eq!(deleted.status, 204, "{}", deleted.text);
+        app.get_as(&caller, &format!("/runs/{id}")).await.assert_problem(404);
     }
 }
 

@@ -5,8 +5,10 @@
 //! - `/flaky/{key}?fail=N&status=S&retryAfter=R`: the first N calls for `key` answer S (with
 //!   `Retry-After: R` when given), later ones 200 `{"calls": n}`;
 //! - `/status/{code}`: that status, with `{"status": code}`;
-//! - `/slow/{key}?ms=M`: 200 after M milliseconds;
-//! - `/huge?bytes=B`: 200 with a text body of B bytes.
+//! - `/slow/{key}?ms=M&status=S`: S (default 200) after M milliseconds;
+//! - `/huge?bytes=B`: 200 with a text body of B bytes;
+//! - `/nul`: 200 with JSON holding `\u0000` in a key and in a value;
+//! - `/cookie`: 200 with a `set-cookie` header holding a session secret.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -16,6 +18,9 @@ use poem::http::StatusCode;
 use poem::listener::{Acceptor, Listener, TcpListener};
 use poem::{Body, Endpoint, Request, Response, Server};
 use serde_json::{json, Map, Value};
+
+/// The session secret `/cookie` sets.
+pub const SESSION_SECRET: &str = "sess-5ecret-do-not-log";
 
 /// One request the target received.
 #[derive(Debug, Clone)]
@@ -164,7 +169,19 @@ impl Endpoint for Answer {
             }
             ["slow", ..] => {
                 tokio::time::sleep(Duration::from_millis(number("ms").unwrap_or(1000))).await;
-                json_answer(StatusCode::OK, json!({"slept": true}))
+                let status = number("status").and_then(|s| StatusCode::from_u16(s as u16).ok());
+                json_answer(status.unwrap_or(StatusCode::OK), json!({"slept": true}))
+            }
+            ["nul"] => json_answer(StatusCode::OK, json!({"text": "a\u{0}b", "k\u{0}": 1})),
+            ["cookie"] => {
+                let mut answer = json_answer(StatusCode::OK, json!({"signedIn": true}));
+                answer.headers_mut().insert(
+                    "set-cookie",
+                    format!("sid={SESSION_SECRET}; HttpOnly")
+                        .parse()
+                        .expect("header value"),
+                );
+                answer
             }
             ["huge"] => {
                 let size = number("bytes").unwrap_or(2 << 20) as usize;
