@@ -94,6 +94,39 @@ pub struct Settings {
     pub aws_secrets: Option<AwsSecretSettings>,
     pub identity: IdentitySettings,
     pub runs: RunSettings,
+    /// `CREDENTIALS_KEYS` (ids and keys, the first seals) or `CREDENTIALS_KEY` (one key): the
+    /// variable it came from and its text, checked already. The AWS secret's wins.
+    pub credentials_keys: Option<CredentialsKeys>,
+}
+
+/// The text of the credentials keys and the variable (or secret key) it came from.
+#[derive(Clone, Debug)]
+pub struct CredentialsKeys {
+    pub variable: &'static str,
+    pub text: Secret,
+}
+
+impl CredentialsKeys {
+    /// `CREDENTIALS_KEYS` when given, else `CREDENTIALS_KEY`, checked by parsing them.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Option<Self>, ConfigError> {
+        let found = ["CREDENTIALS_KEYS", "CREDENTIALS_KEY"]
+            .into_iter()
+            .find_map(|variable| get(variable).map(|text| (variable, text)));
+        let Some((variable, text)) = found else {
+            return Ok(None);
+        };
+        let keys = Self {
+            variable,
+            text: Secret::new(text),
+        };
+        keys.keyring()?;
+        Ok(Some(keys))
+    }
+
+    /// The keyring these keys make.
+    pub fn keyring(&self) -> Result<crate::credentials::Keyring, ConfigError> {
+        crate::credentials::Keyring::parse(self.variable, &self.text)
+    }
 }
 
 /// How this process works runs (see API.md, Runs).
@@ -328,6 +361,7 @@ impl Settings {
             aws_secrets,
             identity,
             runs,
+            credentials_keys: CredentialsKeys::from_lookup(get)?,
         })
     }
 }

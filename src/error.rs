@@ -358,6 +358,15 @@ impl From<ServiceError> for ApiError {
                 Self::unknown_reference(field, &message)
             }
             ServiceError::Unrunnable { field, message } => Self::unrunnable(&field, &message),
+            ServiceError::Invalid(errors) => Self::validation(errors),
+            ServiceError::NoSealingKey(_) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "/problems/credentials-unavailable",
+                "Credentials cannot be stored",
+                "this server has no CREDENTIALS_KEY configured, so it cannot store credentials; \
+                 everything else works, tools without credentials included"
+                    .to_owned(),
+            ),
             ServiceError::Db(err) => Self::from(err),
         }
     }

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod config;
+pub mod credentials;
 pub mod database_roles;
 pub mod db;
 pub mod error;

@@ -10,7 +10,7 @@ use tolstoy::config::Settings;
 use tolstoy::database_roles::DatabaseRoles;
 use tolstoy::secrets::database_urls;
 use tolstoy::service::signup;
-use tolstoy::startup::{open_database, run_worker, Application, StartupError};
+use tolstoy::startup::{credentials_keyring, open_database, run_worker, Application, StartupError};
 use tolstoy::{api, db, telemetry};
 
 #[derive(Parser)]
@@ -57,6 +57,14 @@ enum Command {
         /// The owner's display name.
         #[arg(long)]
         owner_name: Option<String>,
+    },
+    /// Re-seal every tool's credentials under the first key of CREDENTIALS_KEYS, in batches,
+    /// while the server runs. Keep the old key listed (after the new one) until this has
+    /// finished; run it again to resume after an interruption.
+    RotateCredentialsKey {
+        /// Tools per batch.
+        #[arg(long, default_value_t = 100)]
+        batch: u64,
     },
     /// Print the SQL that creates the two roles of a least-privilege deployment: an owner for
     /// migrations and an application role with row access only. Read it, then run it with psql
@@ -136,7 +144,8 @@ async fn run(command: Command) -> Result<(), StartupError> {
         Command::Serve { .. }
         | Command::Worker
         | Command::Migrate { .. }
-        | Command::Signup { .. } => {}
+        | Command::Signup { .. }
+        | Command::RotateCredentialsKey { .. } => {}
     }
     let mut settings = Settings::from_env()?;
     telemetry::init(&settings.log_filter, settings.log_format)?;
@@ -147,13 +156,15 @@ async fn run(command: Command) -> Result<(), StartupError> {
     match command {
         Command::Serve { migrate } => {
             let migrate = migrate || settings.auto_migrate || urls.is_sqlite();
+            let keyring = credentials_keyring(&settings, &urls)?;
             let db = open_database(&urls, &settings.pool, migrate).await?;
-            let app = Application::build(&settings, db).await?;
+            let app = Application::build(&settings, db, keyring).await?;
             app.run_until_stopped().await?;
         }
         Command::Worker => {
+            let keyring = credentials_keyring(&settings, &urls)?;
             let db = open_database(&urls, &settings.pool, urls.is_sqlite()).await?;
-            run_worker(&settings, db).await?;
+            run_worker(&settings, db, keyring).await?;
         }
         Command::Signup {
             org,
@@ -168,6 +179,20 @@ async fn run(command: Command) -> Result<(), StartupError> {
                 made.organization.id, made.user.id
             );
             println!("{}", made.key);
+        }
+        Command::RotateCredentialsKey { batch } => {
+            let keyring = credentials_keyring(&settings, &urls)?;
+            let db = open_database(&urls, &settings.pool, urls.is_sqlite()).await?;
+            let done = tolstoy::service::tools::reseal_all(&db, &keyring, batch.max(1))
+                .await
+                .map_err(|err| StartupError::Invalid(err.to_string()))?;
+            println!(
+                "re-sealed {} tool(s) under key {}; {} unreadable (left as they were), {} changed meanwhile",
+                done.resealed,
+                keyring.sealing_key_id().unwrap_or_default(),
+                done.unreadable,
+                done.raced
+            );
         }
         Command::Migrate { action } => {
             let direct = db::connect_direct(&urls.direct).await?;

@@ -17,8 +17,8 @@ use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
 use serde_json::{Map, Value};
 
 use crate::config::{
-    checked_admin_token, checked_database_url, AppEnv, AwsSecretSettings, ConfigError, Secret,
-    Settings,
+    checked_admin_token, checked_database_url, AppEnv, AwsSecretSettings, ConfigError,
+    CredentialsKeys, Secret, Settings,
 };
 
 /// The embedded database `cargo run` serves on when nothing is configured.
@@ -35,6 +35,8 @@ pub struct DatabaseUrls {
     /// The secret's `ADMIN_TOKEN`, which wins over the environment's; `None` from the
     /// environment (`Settings` holds that one).
     pub admin_token: Option<Secret>,
+    /// The secret's `CREDENTIALS_KEYS` or `CREDENTIALS_KEY`, which win over the environment's.
+    pub credentials_keys: Option<CredentialsKeys>,
 }
 
 impl DatabaseUrls {
@@ -103,6 +105,7 @@ pub fn urls_from_environment(settings: &Settings) -> Result<DatabaseUrls, Config
         pooled,
         direct,
         admin_token: None,
+        credentials_keys: None,
     })
 }
 
@@ -176,7 +179,7 @@ fn causes(err: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// The secret's JSON: `DATABASE_URL` required, `DIRECT_URL` optional (defaults to the former),
-/// `ADMIN_TOKEN` optional.
+/// `ADMIN_TOKEN`, `CREDENTIALS_KEYS` and `CREDENTIALS_KEY` optional.
 fn parse_secret(text: &str) -> Result<DatabaseUrls, String> {
     // serde_json's message names a line and column, never the text itself.
     let object: Map<String, Value> = serde_json::from_str(text).map_err(|err| {
@@ -205,9 +208,24 @@ fn parse_secret(text: &str) -> Result<DatabaseUrls, String> {
         ),
         Some(_) => return Err("key ADMIN_TOKEN must be a string".to_owned()),
     };
+    let text = |key: &str| match object.get(key) {
+        Some(Value::String(text)) if !text.trim().is_empty() => Some(text.clone()),
+        _ => None,
+    };
+    for key in ["CREDENTIALS_KEYS", "CREDENTIALS_KEY"] {
+        if object
+            .get(key)
+            .is_some_and(|value| !value.is_string() && !value.is_null())
+        {
+            return Err(format!("key {key} must be a string"));
+        }
+    }
+    let credentials_keys = CredentialsKeys::from_lookup(text)
+        .map_err(|err| format!("key {} {}", err.variable, err.message))?;
     Ok(DatabaseUrls {
         pooled,
         direct,
         admin_token,
+        credentials_keys,
     })
 }

@@ -11,7 +11,8 @@ use poem::middleware::CatchPanic;
 use poem::web::Html;
 use poem::{get, Endpoint, EndpointExt, IntoResponse, Response, Route, Server};
 
-use crate::config::{AuthMode, ConfigError, PoolSettings, Settings};
+use crate::config::{AppEnv, AuthMode, ConfigError, PoolSettings, Settings};
+use crate::credentials::{development_key_path, Keyring};
 use crate::error::problem_response;
 use crate::identity::IdentityConfig;
 use crate::middleware::{panic_response, AllowedMethods, RequestId};
@@ -53,6 +54,33 @@ impl From<UrlsError> for StartupError {
             UrlsError::Secret(err) => Self::Secret(err),
         }
     }
+}
+
+/// The keys that seal tool credentials: the AWS secret's, else the environment's; in
+/// development without either, the key file beside the SQLite database (made at first start);
+/// in production without either, none: storing credentials is refused, all else works.
+pub fn credentials_keyring(
+    settings: &Settings,
+    urls: &DatabaseUrls,
+) -> Result<Arc<Keyring>, StartupError> {
+    let keys = urls
+        .credentials_keys
+        .as_ref()
+        .or(settings.credentials_keys.as_ref());
+    let keyring = match (keys, settings.app_env) {
+        (Some(keys), _) => keys.keyring()?,
+        (None, AppEnv::Development) => {
+            Keyring::development(&development_key_path(urls.pooled.expose()))?
+        }
+        (None, AppEnv::Production) => {
+            tracing::warn!(
+                "CREDENTIALS_KEY is not set: tools cannot store credentials, and stored ones \
+                 do not open"
+            );
+            Keyring::empty()
+        }
+    };
+    Ok(Arc::new(keyring))
 }
 
 /// Opens the pooled connection, first bringing the schema up to date on the direct connection
@@ -124,7 +152,11 @@ pub struct Application {
 
 impl Application {
     /// Binds `HOST:PORT` (port 0 picks a free one) for an already opened database.
-    pub async fn build(settings: &Settings, db: Pool) -> Result<Self, StartupError> {
+    pub async fn build(
+        settings: &Settings,
+        db: Pool,
+        keyring: Arc<Keyring>,
+    ) -> Result<Self, StartupError> {
         let acceptor = TcpListener::bind((settings.host, settings.port))
             .into_acceptor()
             .await?;
@@ -134,7 +166,7 @@ impl Application {
             .and_then(|addr| addr.as_socket_addr().map(|a| a.port()))
             .unwrap_or(settings.port);
         let signals = Signals::default();
-        let executor = executor(settings, &db, &signals)?;
+        let executor = executor(settings, &db, &signals, &keyring)?;
         Ok(Self {
             acceptor,
             port,
@@ -144,6 +176,7 @@ impl Application {
                 max_body_bytes: settings.max_body_bytes,
                 identity: Arc::new(IdentityConfig::from_settings(&settings.identity)),
                 runs: signals,
+                keyring,
             },
             executor,
         })
@@ -191,21 +224,26 @@ pub fn executor(
     settings: &Settings,
     db: &Pool,
     signals: &Signals,
+    keyring: &Arc<Keyring>,
 ) -> Result<Option<Arc<Executor>>, StartupError> {
     if settings.runs.workers == 0 {
         return Ok(None);
     }
-    Executor::new(db.clone(), &settings.runs, signals.clone())
+    Executor::new(db.clone(), &settings.runs, signals.clone(), keyring.clone())
         .map(Some)
         .map_err(StartupError::Invalid)
 }
 
 /// `tolstoy worker`: works runs with `WORKERS` slots (at least one) and no HTTP, until SIGINT
 /// or SIGTERM, then shuts down as the executor does.
-pub async fn run_worker(settings: &Settings, db: Pool) -> Result<(), StartupError> {
+pub async fn run_worker(
+    settings: &Settings,
+    db: Pool,
+    keyring: Arc<Keyring>,
+) -> Result<(), StartupError> {
     let mut settings = settings.clone();
     settings.runs.workers = settings.runs.workers.max(1);
-    let executor = executor(&settings, &db, &Signals::default())?
+    let executor = executor(&settings, &db, &Signals::default(), &keyring)?
         .ok_or_else(|| StartupError::Invalid("no worker slots".into()))?;
     let (stop, stopped) = watch::channel(false);
     let workers = tokio::spawn(executor.run(stopped, settings.shutdown_timeout));

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use crate::credentials::Keyring;
 use crate::db::Pool;
 use crate::identity::IdentityConfig;
 use crate::runs::Signals;
@@ -16,4 +17,6 @@ pub struct AppState {
     pub identity: Arc<IdentityConfig>,
     /// Signals between the API and this process's workers.
     pub runs: Signals,
+    /// The keys that seal tool credentials (none: storing credentials is refused).
+    pub keyring: Arc<Keyring>,
 }

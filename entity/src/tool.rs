@@ -9,6 +9,11 @@ pub struct Model {
     pub name: String,
     pub base_url: String,
     pub auth_type: String,
+    /// The id of the key that sealed `credentials_sealed`; `None` when the tool has no
+    /// credentials.
+    pub credentials_key_id: Option<String>,
+    /// Nonce and ciphertext of the tool's credentials; see the server's `credentials` module.
+    pub credentials_sealed: Option<Vec<u8>>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

@@ -15,6 +15,7 @@ mod m20261121_000006_create_execution_logs;
 mod m20261202_000007_add_user_roles;
 mod m20261202_000008_create_api_keys;
 mod m20261202_000009_create_runs;
+mod m20261203_000010_add_tool_credentials;
 
 pub struct Migrator;
 
@@ -31,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000007_add_user_roles::Migration),
             Box::new(m20261202_000008_create_api_keys::Migration),
             Box::new(m20261202_000009_create_runs::Migration),
+            Box::new(m20261203_000010_add_tool_credentials::Migration),
         ]
     }
 }

@@ -281,3 +281,17 @@ pub fn version(value: Value) -> Result<i32, String> {
         .filter(|v| *v >= 1)
         .ok_or_else(|| "must be a positive integer".to_owned())
 }
+
+/// A tool's `credentials`: an object of at most 16 KiB; its members are checked against the
+/// tool's `authType` by the service. No message repeats a value.
+pub fn credentials_object(value: Value) -> Result<serde_json::Map<String, Value>, String> {
+    match value {
+        Value::Object(object) if value_size(&object) <= 16 * 1024 => Ok(object),
+        Value::Object(_) => Err("must be at most 16 KiB".to_owned()),
+        _ => Err("must be an object".to_owned()),
+    }
+}
+
+fn value_size(object: &serde_json::Map<String, Value>) -> usize {
+    serde_json::to_vec(object).map_or(usize::MAX, |bytes| bytes.len())
+}

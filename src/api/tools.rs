@@ -9,10 +9,10 @@ use poem_openapi::types::Example;
 use poem_openapi::{Enum, Object, OpenApi};
 use uuid::Uuid;
 
-use super::body::{Fields, JsonBody, ReadBody};
+use super::body::{Fields, JsonBody, JsonObject, ReadBody};
 use super::pagination::page_request;
 use super::responses::{Created, Deleted, Listed};
-use super::rules::{http_url, one_of, text};
+use super::rules::{credentials_object, http_url, one_of, text};
 use super::timestamp::Timestamp;
 use super::ApiTags;
 use crate::error::ApiError;
@@ -45,6 +45,8 @@ pub struct ToolOut {
     pub base_url: String,
     /// One of `none`, `apiKey`, `bearer`, `basic`, `oauth2`.
     pub auth_type: String,
+    /// Whether credentials are stored (they are never returned).
+    pub has_credentials: bool,
     /// When it was created.
     pub created_at: Timestamp,
     /// When it was last changed.
@@ -59,6 +61,7 @@ impl From<tool::Model> for ToolOut {
             name: row.name,
             base_url: row.base_url,
             auth_type: row.auth_type,
+            has_credentials: row.credentials_key_id.is_some(),
             created_at: row.created_at.into(),
             updated_at: row.updated_at.into(),
         }
@@ -87,6 +90,11 @@ pub struct ToolIn {
     pub base_url: String,
     /// How the tool authenticates.
     pub auth_type: AuthType,
+    /// Write-only: the secret `authType` needs, sealed at rest and never returned. `apiKey`:
+    /// `{"value", "header"}` (default header `X-API-Key`) or `{"value", "query"}`; `bearer`:
+    /// `{"token"}`; `basic`: `{"username", "password"}`; `oauth2`: `{"tokenUrl", "clientId",
+    /// "clientSecret", "scope"}` (client-credentials grant); `none` takes none.
+    pub credentials: Option<JsonObject>,
 }
 
 impl Example for ToolIn {
@@ -95,6 +103,10 @@ impl Example for ToolIn {
             name: "Slack".to_owned(),
             base_url: "https://slack.com/api".to_owned(),
             auth_type: AuthType::Bearer,
+            credentials: Some(JsonObject::from([(
+                "token".to_owned(),
+                serde_json::Value::from("xoxb-…"),
+            )])),
         }
     }
 }
@@ -107,6 +119,7 @@ impl ReadBody for ToolIn {
             name: fields.required("name", text(1, 200)),
             base_url: fields.required("baseUrl", http_url),
             auth_type: fields.required("authType", one_of::<AuthType>),
+            credentials: fields.optional("credentials", credentials_object),
         }
     }
 }
@@ -130,8 +143,14 @@ pub struct ToolUpdate {
         pattern = r"^https?://(?:(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])(?:\.(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])){3}|\[(?:(?:[0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}|(?:[0-9A-Fa-f]{1,4}:){1,7}:|(?:[0-9A-Fa-f]{1,4}:){1,6}:[0-9A-Fa-f]{1,4}|(?:[0-9A-Fa-f]{1,4}:){1,5}(?::[0-9A-Fa-f]{1,4}){1,2}|(?:[0-9A-Fa-f]{1,4}:){1,4}(?::[0-9A-Fa-f]{1,4}){1,3}|(?:[0-9A-Fa-f]{1,4}:){1,3}(?::[0-9A-Fa-f]{1,4}){1,4}|(?:[0-9A-Fa-f]{1,4}:){1,2}(?::[0-9A-Fa-f]{1,4}){1,5}|[0-9A-Fa-f]{1,4}:(?::[0-9A-Fa-f]{1,4}){1,6}|:(?:(?::[0-9A-Fa-f]{1,4}){1,7}|:)|(?:[0-9A-Fa-f]{1,4}:){6}(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])(?:\.(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])){3}|::(?:[0-9A-Fa-f]{1,4}:){0,5}(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])(?:\.(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])){3})\]|(?:[A-Za-z0-9-]+\.)*[A-Za-z][A-Za-z0-9-]*)(?::(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4}))?(?:[/?#][!-~]*)?$"
     ))]
     pub base_url: Option<String>,
-    /// How the tool authenticates.
+    /// How the tool authenticates. A new `authType` without new `credentials` removes the
+    /// stored ones.
     pub auth_type: Option<AuthType>,
+    /// Write-only: the secret `authType` needs, sealed at rest and never returned; `null` removes them. `apiKey`:
+    /// `{"value", "header"}` (default header `X-API-Key`) or `{"value", "query"}`; `bearer`:
+    /// `{"token"}`; `basic`: `{"username", "password"}`; `oauth2`: `{"tokenUrl", "clientId",
+    /// "clientSecret", "scope"}` (client-credentials grant); `none` takes none.
+    pub credentials: Option<JsonObject>,
 }
 
 impl Example for ToolUpdate {
@@ -140,6 +159,7 @@ impl Example for ToolUpdate {
             name: None,
             base_url: Some("https://api.slack.com".to_owned()),
             auth_type: None,
+            credentials: None,
         }
     }
 }
@@ -152,6 +172,7 @@ impl ReadBody for ToolUpdate {
             name: fields.patch("name", text(1, 200)),
             base_url: fields.patch("baseUrl", http_url),
             auth_type: fields.patch("authType", one_of::<AuthType>),
+            credentials: fields.patch_nullable("credentials", credentials_object),
         }
     }
 }
@@ -169,7 +190,7 @@ impl ToolsApi {
         caller: Caller<Write>,
         body: JsonBody<ToolIn>,
     ) -> Result<Created<ToolOut>, ApiError> {
-        let row = tools::create(&state.db, &caller.tenant, body.0).await?;
+        let row = tools::create(&state.db, &state.keyring, &caller.tenant, body.0).await?;
         Ok(Created::at("/tools", row.id, row.into()))
     }
 
@@ -215,7 +236,7 @@ impl ToolsApi {
         id: Path<Uuid>,
         body: JsonBody<ToolUpdate>,
     ) -> Result<Json<ToolOut>, ApiError> {
-        let row = tools::update(&state.db, &caller.tenant, id.0, body.0).await?;
+        let row = tools::update(&state.db, &state.keyring, &caller.tenant, id.0, body.0).await?;
         Ok(Json(row.into()))
     }
 

@@ -8,7 +8,9 @@
 //! - [`plan`]: a flow's steps parsed and checked, before queueing and before working.
 //! - [`expressions`]: CEL conditions and `{{ }}` templates.
 //! - [`outbound`]: the one HTTP client, with the address guard.
+//! - [`auth`]: a tool's credentials on its calls, OAuth 2 tokens, and their redaction.
 
+pub mod auth;
 pub mod expressions;
 pub mod outbound;
 pub mod plan;

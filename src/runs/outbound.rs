@@ -39,6 +39,7 @@ pub struct OutboundClient {
 
 // No Debug: the headers carry the tool's credentials.
 /// One HTTP call to make.
+#[derive(Clone)]
 pub struct OutboundRequest {
     /// Upper case: `GET POST PUT PATCH DELETE HEAD OPTIONS`.
     pub method: String,
@@ -47,10 +48,19 @@ pub struct OutboundRequest {
     /// Header names and values, sent in this order; a name may repeat. `host`, `content-length`,
     /// `transfer-encoding` and `connection` are the client's to set and refused.
     pub headers: Vec<(String, String)>,
-    /// Sent as JSON, with `content-type: application/json` unless `headers` name a content type.
-    pub body: Option<Value>,
+    /// The body, if any.
+    pub body: Option<RequestBody>,
     /// The whole attempt: connect, answer and body.
     pub timeout: Duration,
+}
+
+/// What a call sends as its body.
+#[derive(Clone)]
+pub enum RequestBody {
+    /// JSON, with `content-type: application/json` unless the headers name a content type.
+    Json(Value),
+    /// `application/x-www-form-urlencoded` pairs (an OAuth 2 token request).
+    Form(Vec<(String, String)>),
 }
 
 /// The answer to a call, whatever its status.
@@ -222,12 +232,25 @@ impl OutboundClient {
         }
 
         let mut builder = self.client.request(method, url);
-        if let Some(body) = request.body {
+        let body = match request.body {
+            None => None,
+            Some(RequestBody::Json(body)) => Some((
+                "application/json",
+                serde_json::to_vec(&body)
+                    .map_err(|err| CallError::InvalidRequest(format!("body: {err}")))?,
+            )),
+            Some(RequestBody::Form(pairs)) => Some((
+                "application/x-www-form-urlencoded",
+                url::form_urlencoded::Serializer::new(String::new())
+                    .extend_pairs(pairs)
+                    .finish()
+                    .into_bytes(),
+            )),
+        };
+        if let Some((content_type, bytes)) = body {
             if !headers.contains_key(CONTENT_TYPE) {
-                headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
             }
-            let bytes = serde_json::to_vec(&body)
-                .map_err(|err| CallError::InvalidRequest(format!("body: {err}")))?;
             builder = builder.body(bytes);
         }
         Ok(builder.headers(headers))
@@ -720,7 +743,7 @@ mod tests {
             url: Url::parse(&format!("http://127.0.0.1:{}/x?q=1", server.port))
                 .expect("a test URL"),
             headers: vec![("X-Token".to_owned(), "secret".to_owned())],
-            body: Some(json!({"a": 1})),
+            body: Some(RequestBody::Json(json!({"a": 1}))),
             timeout: Duration::from_secs(5),
         };
         let response = client(true).send(request).await.expect("an answer");

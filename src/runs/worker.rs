@@ -19,6 +19,7 @@ use serde_json::{json, Map, Value};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
+use super::auth::TokenCache;
 use super::expressions::Scope;
 use super::outbound::{OutboundClient, OutboundConfig};
 use super::plan::{Plan, Step};
@@ -26,6 +27,7 @@ use super::queue::{self, Event, Lease, LogWrite, Transition};
 use super::step::{self, Failure, Prepared};
 use super::Signals;
 use crate::config::RunSettings;
+use crate::credentials::Keyring;
 use crate::db::Pool;
 use crate::service::now;
 
@@ -58,11 +60,20 @@ pub struct Executor {
     held: Mutex<HashMap<(uuid::Uuid, String), Lease>>,
     /// Runs whose last works here ended in a database error, and how many in a row.
     storage_failures: Mutex<HashMap<uuid::Uuid, u32>>,
+    /// Opens the tools' credentials for the calls.
+    keyring: Arc<Keyring>,
+    /// OAuth 2 access tokens by tool, fetched one at a time.
+    tokens: TokenCache,
 }
 
 impl Executor {
     /// An executor on `db` with the process's one outbound client.
-    pub fn new(db: Pool, settings: &RunSettings, signals: Signals) -> Result<Arc<Self>, String> {
+    pub fn new(
+        db: Pool,
+        settings: &RunSettings,
+        signals: Signals,
+        keyring: Arc<Keyring>,
+    ) -> Result<Arc<Self>, String> {
         let client = OutboundClient::new(OutboundConfig {
             allow_private: settings.allow_private,
             max_response_bytes: settings.max_response_bytes,
@@ -74,6 +85,8 @@ impl Executor {
             signals,
             held: Mutex::new(HashMap::new()),
             storage_failures: Mutex::new(HashMap::new()),
+            keyring,
+            tokens: TokenCache::default(),
         }))
     }
 
@@ -387,9 +400,16 @@ impl RunWork<'_> {
             }
             let attempt = begun + 1;
             let scope = self.scope();
-            let prepared =
-                step::prepare(&self.executor.db, self.lease.org_id, step, &scope).await?;
-            let (request, inputs) = match prepared {
+            let executor = self.executor;
+            let prepared = step::prepare(
+                &executor.db,
+                &executor.keyring,
+                self.lease.org_id,
+                step,
+                &scope,
+            )
+            .await?;
+            let (request, auth, inputs) = match prepared {
                 Prepared::Skipped => {
                     if !self.step_skipped(step, index).await? {
                         return Ok(());
@@ -409,7 +429,11 @@ impl RunWork<'_> {
                     begun = 0;
                     continue;
                 }
-                Prepared::Call { request, inputs } => (request, inputs),
+                Prepared::Call {
+                    request,
+                    auth,
+                    inputs,
+                } => (request, auth, inputs),
             };
             let log = queue::log_row(&self.run, &step.id, attempt as i32, "running", inputs);
             let log_id = *log.id.as_ref();
@@ -430,7 +454,7 @@ impl RunWork<'_> {
                 let left = (deadline - Utc::now()).to_std().unwrap_or_default();
                 request.timeout = request.timeout.min(left.max(Duration::from_millis(1)));
             }
-            let end = self.call(request).await;
+            let end = self.call(request, auth.as_ref()).await;
             let duration_ms = started.elapsed().as_millis() as i64;
             match end {
                 CallEnd::LeaseLost => return Ok(()),
@@ -527,14 +551,18 @@ impl RunWork<'_> {
 
     /// Makes the call, and abandons it when the run is cancelled (here or, seen by the lease
     /// keeper, in another process) or the lease is lost.
-    async fn call(&mut self, request: super::outbound::OutboundRequest) -> CallEnd {
-        let client = self.executor.client.clone();
-        let answer = client.send(request);
+    async fn call(
+        &mut self,
+        request: super::outbound::OutboundRequest,
+        auth: Option<&super::auth::Auth>,
+    ) -> CallEnd {
+        let executor = self.executor;
+        let answer = super::auth::call(&executor.client, &executor.tokens, request, auth);
         tokio::pin!(answer);
         let mut cancel_signal_open = true;
         loop {
             tokio::select! {
-                result = &mut answer => return CallEnd::Answered(step::outcome(result)),
+                result = &mut answer => return CallEnd::Answered(result),
                 changed = self.lease_state.changed() => {
                     // A keeper that ended without saying so (a panic) renews nothing.
                     if changed.is_err() || self.lease_lost() {

@@ -42,6 +42,13 @@ pub enum ServiceError {
     /// A flow has a step the executor cannot run; `field` names it (`steps[2].actionId`).
     #[error("{field}: {message}")]
     Unrunnable { field: String, message: String },
+    /// Fields that fail a rule only the service can check (credentials against the tool's
+    /// `authType`).
+    #[error("invalid fields")]
+    Invalid(Vec<crate::error::FieldError>),
+    /// Credentials were sent, and the server has no key to seal them with.
+    #[error(transparent)]
+    NoSealingKey(#[from] crate::credentials::NoSealingKey),
     #[error(transparent)]
     Db(#[from] DbErr),
 }

@@ -2,6 +2,7 @@
 
 use entity::{action, tool};
 use sea_orm::{Condition, Set};
+use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::pagination::{Page, PageRequest};
@@ -11,6 +12,7 @@ use super::tenant_scope::{
     Dependents,
 };
 use super::{conflict_on_duplicate, now, ServiceError};
+use crate::credentials::{Credentials, Keyring};
 use crate::db::Pool;
 
 const DUPLICATE_NAME: &str = "a tool with this name already exists in the organization";
@@ -21,6 +23,8 @@ pub struct NewTool {
     pub name: String,
     pub base_url: String,
     pub auth_type: String,
+    /// The `credentials` object as sent, checked against `auth_type` here.
+    pub credentials: Option<Map<String, Value>>,
 }
 
 /// A validated partial update; `None` leaves a field as it is.
@@ -29,16 +33,43 @@ pub struct ToolChanges {
     pub name: Option<String>,
     pub base_url: Option<String>,
     pub auth_type: Option<String>,
+    /// `Some(None)`: remove the credentials; `Some(Some(object))`: replace them.
+    pub credentials: Option<Option<Map<String, Value>>>,
 }
 
-pub async fn create(db: &Pool, tenant: &Tenant, new: NewTool) -> Result<tool::Model, ServiceError> {
+/// Checks `object` against `auth_type` and seals it for the tool: the two columns to store.
+fn sealed_credentials(
+    keyring: &Keyring,
+    tenant: &Tenant,
+    tool_id: Uuid,
+    auth_type: &str,
+    object: &Map<String, Value>,
+) -> Result<(Option<String>, Option<Vec<u8>>), ServiceError> {
+    let credentials = Credentials::read(auth_type, object).map_err(ServiceError::Invalid)?;
+    let sealed = credentials.seal(keyring, tenant.org_id, tool_id)?;
+    Ok((Some(sealed.key_id), Some(sealed.bytes)))
+}
+
+pub async fn create(
+    db: &Pool,
+    keyring: &Keyring,
+    tenant: &Tenant,
+    new: NewTool,
+) -> Result<tool::Model, ServiceError> {
     let at = now();
+    let id = Uuid::now_v7();
+    let (key_id, sealed) = match &new.credentials {
+        Some(object) => sealed_credentials(keyring, tenant, id, &new.auth_type, object)?,
+        None => (None, None),
+    };
     let row = tool::ActiveModel {
-        id: Set(Uuid::now_v7()),
+        id: Set(id),
         org_id: Set(tenant.org_id),
         name: Set(new.name),
         base_url: Set(new.base_url),
         auth_type: Set(new.auth_type),
+        credentials_key_id: Set(key_id),
+        credentials_sealed: Set(sealed),
         created_at: Set(at),
         updated_at: Set(at),
     };
@@ -59,17 +90,35 @@ pub async fn list(
     page_for::<tool::Entity>(db, tenant, Condition::all(), page).await
 }
 
+/// Applies `changes`. Credentials sent are checked against the tool's `authType` after the
+/// change; a new `authType` without new credentials removes the old ones, which were for
+/// another kind.
 pub async fn update(
     db: &Pool,
+    keyring: &Keyring,
     tenant: &Tenant,
     id: Uuid,
     changes: ToolChanges,
 ) -> Result<tool::Model, ServiceError> {
     let current = find(db, tenant, id).await?;
+    let auth_type = changes.auth_type.as_deref().unwrap_or(&current.auth_type);
+    let credentials = match &changes.credentials {
+        Some(Some(object)) => Some(sealed_credentials(keyring, tenant, id, auth_type, object)?),
+        Some(None) => Some((None, None)),
+        None if auth_type != current.auth_type => Some((None, None)),
+        None => None,
+    };
     let mut row: tool::ActiveModel = Default::default();
-    let changed = set_if_changed(&mut row.name, &current.name, changes.name)
+    let mut changed = set_if_changed(&mut row.name, &current.name, changes.name)
         | set_if_changed(&mut row.base_url, &current.base_url, changes.base_url)
         | set_if_changed(&mut row.auth_type, &current.auth_type, changes.auth_type);
+    if let Some((key_id, sealed)) = credentials {
+        if key_id.is_some() || current.credentials_key_id.is_some() {
+            row.credentials_key_id = Set(key_id);
+            row.credentials_sealed = Set(sealed);
+            changed = true;
+        }
+    }
     if !changed {
         return Ok(current);
     }
@@ -90,4 +139,84 @@ pub async fn delete(
         label: "actions",
     };
     delete_with_dependents::<tool::Entity, _>(db, tenant, id, cascade, actions).await
+}
+
+/// What a re-sealing pass did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Resealed {
+    /// Credentials now sealed under the first key.
+    pub resealed: u64,
+    /// Credentials that did not open with any configured key (left as they are).
+    pub unreadable: u64,
+    /// Credentials changed by someone else between read and write (theirs kept).
+    pub raced: u64,
+}
+
+/// Re-seals, in batches of `batch` tools, every tool's credentials that a key other than the
+/// keyring's first sealed. A platform operation across organizations, not a tenant query. Each
+/// write is guarded by the sealed bytes it read, so a tool updated meanwhile keeps its new
+/// credentials; a pass cut off anywhere is resumed by running it again.
+pub async fn reseal_all(
+    db: &Pool,
+    keyring: &Keyring,
+    batch: u64,
+) -> Result<Resealed, ServiceError> {
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+    let Some(first) = keyring.sealing_key_id() else {
+        return Err(crate::credentials::NoSealingKey.into());
+    };
+    let mut done = Resealed::default();
+    let mut after: Option<Uuid> = None;
+    loop {
+        let mut query = tool::Entity::find()
+            .filter(tool::Column::CredentialsKeyId.is_not_null())
+            .filter(tool::Column::CredentialsKeyId.ne(first))
+            .order_by_asc(tool::Column::Id)
+            .limit(batch);
+        if let Some(after) = after {
+            query = query.filter(tool::Column::Id.gt(after));
+        }
+        let rows = query.all(db).await?;
+        let Some(last) = rows.last() else {
+            return Ok(done);
+        };
+        after = Some(last.id);
+        for row in rows {
+            let (Some(key_id), Some(bytes)) = (row.credentials_key_id, row.credentials_sealed)
+            else {
+                continue;
+            };
+            let sealed = crate::credentials::Sealed { key_id, bytes };
+            let new = match Credentials::reseal(keyring, row.org_id, row.id, &sealed) {
+                Ok(Some(new)) => new,
+                Ok(None) => continue,
+                Err(_) => {
+                    tracing::warn!(tool_id = %row.id, org_id = %row.org_id, key_id = %sealed.key_id,
+                        "a tool's credentials do not open with any configured key; left as they are");
+                    done.unreadable += 1;
+                    continue;
+                }
+            };
+            let written = tool::Entity::update_many()
+                .col_expr(
+                    tool::Column::CredentialsKeyId,
+                    sea_orm::sea_query::Expr::value(new.key_id),
+                )
+                .col_expr(
+                    tool::Column::CredentialsSealed,
+                    sea_orm::sea_query::Expr::value(new.bytes),
+                )
+                .filter(tool::Column::OrgId.eq(row.org_id))
+                .filter(tool::Column::Id.eq(row.id))
+                .filter(tool::Column::CredentialsKeyId.eq(sealed.key_id.clone()))
+                .filter(tool::Column::CredentialsSealed.eq(sealed.bytes.clone()))
+                .exec(db)
+                .await?;
+            if written.rows_affected == 1 {
+                done.resealed += 1;
+            } else {
+                done.raced += 1;
+            }
+        }
+    }
 }

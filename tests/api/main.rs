@@ -4,6 +4,7 @@
 mod helpers;
 
 mod concurrency;
+mod credentials;
 mod errors;
 mod identity;
 mod migrations;

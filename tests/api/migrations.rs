@@ -83,7 +83,7 @@ on_both_backends! {
         tool::ActiveModel {
             id: Set(tool_id), org_id: Set(owner), name: Set("Slack".into()),
             base_url: Set("https://slack.com".into()), auth_type: Set("none".into()),
-            created_at: Set(at), updated_at: Set(at),
+            created_at: Set(at), updated_at: Set(at), ..Default::default()
         }
         .insert(&app.db)
         .await
@@ -107,7 +107,7 @@ on_both_backends! {
         let refused = tool::ActiveModel {
             id: Set(Uuid::now_v7()), org_id: Set(org_id), name: Set("X".into()),
             base_url: Set("https://x".into()), auth_type: Set("magic".into()),
-            created_at: Set(at), updated_at: Set(at),
+            created_at: Set(at), updated_at: Set(at), ..Default::default()
         }
         .insert(&app.db)
         .await;

@@ -52,6 +52,7 @@ async fn give_org_rows(app: &TestApp, org_id: &str) {
         auth_type: Set("bearer".into()),
         created_at: Set(at),
         updated_at: Set(at),
+        ..Default::default()
     }
     .insert(&app.db)
     .await

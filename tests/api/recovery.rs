@@ -15,11 +15,14 @@ use crate::on_both_backends;
 use crate::runs;
 
 /// Starts `tolstoy <command>` on the app's database with `env`; its log goes to `log_name`.
-fn spawn(app: &TestApp, command: &str, env: &[(&str, &str)], log_name: &str) -> Server {
+pub(crate) fn spawn(app: &TestApp, command: &str, env: &[(&str, &str)], log_name: &str) -> Server {
     let dir = temp_dir();
     let log = File::create(dir.join(log_name)).expect("log");
     let mut process = tolstoy(&dir);
-    process.arg(command);
+    process
+        .arg(command)
+        .env("OUTBOUND_ALLOW_PRIVATE", "true")
+        .env("RUST_LOG", "info");
     for (name, value) in &app.server_env {
         process.env(name, value);
     }
@@ -28,8 +31,6 @@ fn spawn(app: &TestApp, command: &str, env: &[(&str, &str)], log_name: &str) -> 
     }
     Server(
         process
-            .env("OUTBOUND_ALLOW_PRIVATE", "true")
-            .env("RUST_LOG", "info")
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
             .spawn()

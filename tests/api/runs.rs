@@ -90,7 +90,7 @@ pub(crate) async fn start(app: &TestApp, caller: &Caller, flow_id: &str, inputs:
 }
 
 /// Polls the run until it has finished (or 30 s pass); returns it.
-async fn finished(app: &TestApp, caller: &Caller, run: &Value) -> Value {
+pub(crate) async fn finished(app: &TestApp, caller: &Caller, run: &Value) -> Value {
     let path = format!("/runs/{}", run["id"].as_str().expect("run id"));
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -109,7 +109,7 @@ async fn finished(app: &TestApp, caller: &Caller, run: &Value) -> Value {
 }
 
 /// The run's execution logs, oldest first.
-async fn logs(app: &TestApp, caller: &Caller, run: &Value) -> Vec<Value> {
+pub(crate) async fn logs(app: &TestApp, caller: &Caller, run: &Value) -> Vec<Value> {
     let id = run["id"].as_str().expect("run id");
     let reply = app
         .get_as(caller, &format!("/execution-logs?executionId={id}"))
@@ -120,7 +120,7 @@ async fn logs(app: &TestApp, caller: &Caller, run: &Value) -> Vec<Value> {
     rows
 }
 
-async fn workers(app: &TestApp, env: &[(&str, &str)]) -> (TestApp, Workers) {
+pub(crate) async fn workers(app: &TestApp, env: &[(&str, &str)]) -> (TestApp, Workers) {
     let mut all = WORKERS.to_vec();
     all.extend_from_slice(env);
     app.with_workers(&all)

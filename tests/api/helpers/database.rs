@@ -204,6 +204,7 @@ impl TestDb {
             pooled: Secret::new(self.pooled_url.clone()),
             direct: Secret::new(self.url.clone()),
             admin_token: None,
+            credentials_keys: None,
         }
     }
 

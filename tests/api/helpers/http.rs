@@ -101,6 +101,7 @@ impl TestApp {
                 &settings.identity,
             )),
             runs: Signals::default(),
+            keyring: keyring_for(&settings),
         };
         configure(&mut state);
         Self {
@@ -109,6 +110,7 @@ impl TestApp {
                 ("DATABASE_URL", db.pooled_url.clone()),
                 ("DIRECT_URL", db.url.clone()),
                 ("DB_STATEMENT_CACHE", statement_cache.to_string()),
+                ("CREDENTIALS_KEY", TEST_CREDENTIALS_KEY.to_owned()),
             ],
             ..Self::with_endpoint(db.backend, pool, build_route(state))
         }
@@ -281,7 +283,23 @@ fn default_state(db: Pool) -> AppState {
         max_body_bytes: DEFAULT_MAX_BODY_BYTES,
         identity: identity(&[]),
         runs: Signals::default(),
+        keyring: keyring_for(&settings(&[])),
     }
+}
+
+/// The credentials key of the test servers, in-process and spawned alike.
+pub const TEST_CREDENTIALS_KEY: &str = "dGVzdCBrZXkgb2YgdGhlIHRvbHN0b3kgdGVzdCBzdWk=";
+
+/// The keyring of `settings` (`CREDENTIALS_KEY(S)`), else the one of [`TEST_CREDENTIALS_KEY`].
+pub fn keyring_for(settings: &Settings) -> Arc<tolstoy::credentials::Keyring> {
+    let keys = settings
+        .credentials_keys
+        .clone()
+        .unwrap_or(tolstoy::config::CredentialsKeys {
+            variable: "CREDENTIALS_KEY",
+            text: tolstoy::config::Secret::new(TEST_CREDENTIALS_KEY),
+        });
+    Arc::new(keys.keyring().expect("test credentials keys"))
 }
 
 /// Settings as the server would read them from these environment variables.
@@ -330,7 +348,8 @@ impl TestApp {
     pub fn with_workers(&self, env: &[(&str, &str)]) -> (TestApp, Workers) {
         let settings = self::settings(env);
         let signals = Signals::default();
-        let executor = tolstoy::startup::executor(&settings, &self.db, &signals)
+        let keyring = keyring_for(&settings);
+        let executor = tolstoy::startup::executor(&settings, &self.db, &signals, &keyring)
             .expect("executor")
             .expect("WORKERS > 0");
         let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -338,6 +357,7 @@ impl TestApp {
         let app = self.reconfigured(|state| {
             state.identity = Arc::new(IdentityConfig::from_settings(&settings.identity));
             state.runs = signals;
+            state.keyring = keyring;
         });
         (
             app,

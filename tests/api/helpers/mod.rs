@@ -7,7 +7,7 @@ pub mod process;
 pub mod target;
 
 pub use database::{pooler_url, with_database, Backend, TestDb};
-pub use http::{identity, ids, next_path, Caller, TestApp, Workers};
+pub use http::{identity, ids, next_path, Caller, TestApp, Workers, TEST_CREDENTIALS_KEY};
 
 use std::future::Future;
 

@@ -9,6 +9,10 @@
 //! - `/huge?bytes=B`: 200 with a text body of B bytes;
 //! - `/nul`: 200 with JSON holding `\u0000` in a key and in a value;
 //! - `/cookie`: 200 with a `set-cookie` header holding a session secret.
+//! - `/oauth/token?expiresIn=S`: an OAuth 2 token endpoint for [`OAUTH_CLIENT_ID`] and
+//!   [`OAUTH_CLIENT_SECRET`] (client-credentials grant, HTTP Basic); answers after 200 ms with
+//!   a new token `tok-N`, valid until [`Target::revoke_tokens`];
+//! - `/oauth/api`: 200 with the bearer token it got when that token is valid, else 401.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,6 +22,10 @@ use poem::http::StatusCode;
 use poem::listener::{Acceptor, Listener, TcpListener};
 use poem::{Body, Endpoint, Request, Response, Server};
 use serde_json::{json, Map, Value};
+
+/// The OAuth 2 client `/oauth/token` knows.
+pub const OAUTH_CLIENT_ID: &str = "tolstoy-client";
+pub const OAUTH_CLIENT_SECRET: &str = "oauth-client-5ecret-xyz";
 
 /// The session secret `/cookie` sets.
 pub const SESSION_SECRET: &str = "sess-5ecret-do-not-log";
@@ -39,9 +47,24 @@ pub struct Target {
     pub url: String,
     pub port: u16,
     received: Arc<Mutex<Vec<Received>>>,
+    tokens: Arc<Mutex<Tokens>>,
+}
+
+/// The tokens `/oauth/token` issued: `tok-1` … `tok-{issued}`, the first `revoked` no longer
+/// valid.
+#[derive(Default)]
+struct Tokens {
+    issued: u64,
+    revoked: u64,
 }
 
 impl Target {
+    /// Makes every token issued so far invalid: `/oauth/api` answers 401 to them.
+    pub fn revoke_tokens(&self) {
+        let mut tokens = self.tokens.lock().expect("tokens");
+        tokens.revoked = tokens.issued;
+    }
+
     /// Starts a target on a free loopback port; it runs until the test ends.
     pub async fn start() -> Self {
         let acceptor = TcpListener::bind("127.0.0.1:0")
@@ -54,7 +77,9 @@ impl Target {
             .and_then(|addr| addr.as_socket_addr().map(|a| a.port()))
             .expect("target port");
         let received = Arc::new(Mutex::new(Vec::new()));
+        let tokens = Arc::new(Mutex::new(Tokens::default()));
         let endpoint = Answer {
+            tokens: tokens.clone(),
             received: received.clone(),
             calls: Arc::new(Mutex::new(HashMap::new())),
         };
@@ -63,6 +88,7 @@ impl Target {
             url: format!("http://127.0.0.1:{port}"),
             port,
             received,
+            tokens,
         }
     }
 
@@ -81,6 +107,7 @@ impl Target {
 }
 
 struct Answer {
+    tokens: Arc<Mutex<Tokens>>,
     received: Arc<Mutex<Vec<Received>>>,
     calls: Arc<Mutex<HashMap<String, u64>>>,
 }
@@ -171,6 +198,54 @@ impl Endpoint for Answer {
                 tokio::time::sleep(Duration::from_millis(number("ms").unwrap_or(1000))).await;
                 let status = number("status").and_then(|s| StatusCode::from_u16(s as u16).ok());
                 json_answer(status.unwrap_or(StatusCode::OK), json!({"slept": true}))
+            }
+            ["oauth", "token"] => {
+                use base64::Engine;
+                let expected = base64::engine::general_purpose::STANDARD
+                    .encode(format!("{OAUTH_CLIENT_ID}:{OAUTH_CLIENT_SECRET}"));
+                let authorized = seen.headers.get("authorization").and_then(Value::as_str)
+                    == Some(format!("Basic {expected}").as_str());
+                let grant = seen
+                    .body
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("grant_type=client_credentials");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                if !authorized || !grant {
+                    json_answer(StatusCode::UNAUTHORIZED, json!({"error": "invalid_client"}))
+                } else {
+                    let issued = {
+                        let mut tokens = self.tokens.lock().expect("tokens");
+                        tokens.issued += 1;
+                        tokens.issued
+                    };
+                    json_answer(
+                        StatusCode::OK,
+                        json!({
+                            "access_token": format!("tok-{issued}"),
+                            "token_type": "Bearer",
+                            "expires_in": number("expiresIn").unwrap_or(3600),
+                        }),
+                    )
+                }
+            }
+            ["oauth", "api"] => {
+                let token = seen
+                    .headers
+                    .get("authorization")
+                    .and_then(Value::as_str)
+                    .and_then(|v| v.strip_prefix("Bearer tok-"))
+                    .and_then(|n| n.parse::<u64>().ok());
+                let valid = {
+                    let tokens = self.tokens.lock().expect("tokens");
+                    token.is_some_and(|n| n > tokens.revoked && n <= tokens.issued)
+                };
+                match token.filter(|_| valid) {
+                    Some(n) => json_answer(StatusCode::OK, json!({"token": format!("tok-{n}")})),
+                    None => {
+                        json_answer(StatusCode::UNAUTHORIZED, json!({"error": "invalid_token"}))
+                    }
+                }
             }
             ["nul"] => json_answer(StatusCode::OK, json!({"text": "a\u{0}b", "k\u{0}": 1})),
             ["cookie"] => {

@@ -1,0 +1,350 @@
+//! A tool's credentials put on a step's call, and kept out of what the run stores.
+//!
+//! `apiKey` goes in its header or query parameter, `bearer` and `basic` in `Authorization`
+//! (replacing a header of the same name from the step's inputs), `oauth2` as a bearer token of
+//! the client-credentials grant. Tokens are cached per tool until shortly before they expire
+//! and fetched by one call at a time per tool (the others wait for its answer); a call that is
+//! answered 401 gets one more try with a token fetched anew. The token endpoint is called
+//! through the same outbound client, so the outbound-address rule holds for it too.
+//!
+//! Whatever was injected (the key, the token, the password, the encoded `Authorization`
+//! value) is replaced by `[redacted]` in the step's output and error before anything is stored.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+use zeroize::Zeroizing;
+
+use super::outbound::{OutboundClient, OutboundRequest, RequestBody};
+use super::step::{self, Failure, REDACTED};
+use crate::credentials::{ApiKeyPlace, Credentials, OAuth2Client};
+
+/// Most a token is refreshed before its `expires_in` runs out.
+const REFRESH_MARGIN: Duration = Duration::from_secs(30);
+/// Cached tokens kept at most; beyond, the cache starts again empty.
+const MAX_CACHED_TOOLS: usize = 10_000;
+/// Secrets shorter than this are only redacted where they make up a whole string: replacing
+/// every occurrence of `ab` would garble an answer and protect little.
+const MIN_SUBSTRING_REDACTION: usize = 4;
+
+/// A tool's opened credentials, ready for its calls.
+pub struct Auth {
+    credentials: Credentials,
+    /// The tool, and a digest of its sealed credentials: new credentials get a new token.
+    token_key: TokenKey,
+}
+
+impl Auth {
+    /// `credentials` of tool `tool_id`, which were sealed as `sealed`.
+    pub fn new(credentials: Credentials, tool_id: Uuid, sealed: &[u8]) -> Self {
+        Self {
+            credentials,
+            token_key: (tool_id, Sha256::digest(sealed).into()),
+        }
+    }
+}
+
+/// A tool and the digest of its sealed credentials.
+type TokenKey = (Uuid, [u8; 32]);
+
+/// One tool's token, locked while it is fetched.
+type TokenSlot = Arc<tokio::sync::Mutex<Option<Token>>>;
+
+/// OAuth 2 access tokens by tool; see the module documentation.
+#[derive(Default)]
+pub struct TokenCache {
+    slots: Mutex<HashMap<TokenKey, TokenSlot>>,
+}
+
+struct Token {
+    access: Zeroizing<String>,
+    /// `None`: the endpoint said nothing of expiry; kept until a call is answered 401.
+    fresh_until: Option<Instant>,
+}
+
+impl TokenCache {
+    fn slot(&self, key: TokenKey) -> TokenSlot {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        if slots.len() >= MAX_CACHED_TOOLS && !slots.contains_key(&key) {
+            slots.clear();
+        }
+        slots.entry(key).or_default().clone()
+    }
+
+    /// A fresh token for the tool: the cached one unless it is about to expire or is `stale`
+    /// (the one a call was just refused with), else one fetched now, by this caller alone.
+    async fn token(
+        &self,
+        client: &OutboundClient,
+        auth: &Auth,
+        oauth: &OAuth2Client,
+        stale: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Zeroizing<String>, Failure> {
+        let slot = self.slot(auth.token_key);
+        let mut cached = slot.lock().await;
+        if let Some(token) = cached.as_ref() {
+            let fresh = token.fresh_until.is_none_or(|until| Instant::now() < until);
+            if fresh && stale != Some(token.access.as_str()) {
+                return Ok(token.access.clone());
+            }
+        }
+        let token = fetch_token(client, oauth, timeout).await?;
+        let access = token.access.clone();
+        *cached = Some(token);
+        Ok(access)
+    }
+}
+
+/// Asks `oauth.token_url` for a token (client-credentials grant, client authenticated with
+/// HTTP Basic as RFC 6749 §2.3.1 says).
+async fn fetch_token(
+    client: &OutboundClient,
+    oauth: &OAuth2Client,
+    timeout: Duration,
+) -> Result<Token, Failure> {
+    let url = url::Url::parse(&oauth.token_url)
+        .map_err(|_| Failure::permanent("invalid_input", "the tool's tokenUrl is not a URL"))?;
+    let encode =
+        |text: &str| url::form_urlencoded::byte_serialize(text.as_bytes()).collect::<String>();
+    let basic = Zeroizing::new(format!(
+        "Basic {}",
+        STANDARD.encode(format!(
+            "{}:{}",
+            encode(&oauth.client_id),
+            encode(&oauth.client_secret)
+        ))
+    ));
+    let mut form = vec![("grant_type".to_owned(), "client_credentials".to_owned())];
+    if let Some(scope) = &oauth.scope {
+        form.push(("scope".to_owned(), scope.clone()));
+    }
+    let request = OutboundRequest {
+        method: "POST".to_owned(),
+        url,
+        headers: vec![
+            ("authorization".to_owned(), basic.to_string()),
+            ("accept".to_owned(), "application/json".to_owned()),
+        ],
+        body: Some(RequestBody::Form(form)),
+        timeout,
+    };
+    let asked = Instant::now();
+    let response = client.send(request).await.map_err(|err| Failure {
+        kind: err.kind(),
+        message: format!("the token endpoint: {}", err.message()),
+        output: None,
+        retryable: err.is_retryable(),
+        retry_after: None,
+    })?;
+    if !(200..300).contains(&response.status) {
+        let retryable = matches!(response.status, 408 | 429 | 500..=599);
+        return Err(Failure {
+            kind: "http_status",
+            message: format!("the token endpoint answered {}", response.status),
+            output: None,
+            retryable,
+            retry_after: response.retry_after.filter(|_| retryable),
+        });
+    }
+    let Some(access) = response.body.get("access_token").and_then(Value::as_str) else {
+        return Err(Failure::permanent(
+            "http_status",
+            "the token endpoint's answer holds no access_token",
+        ));
+    };
+    let lifetime = match response.body.get("expires_in") {
+        Some(Value::Number(seconds)) => seconds.as_f64(),
+        Some(Value::String(seconds)) => seconds.trim().parse().ok(),
+        _ => None,
+    }
+    .filter(|seconds| seconds.is_finite() && *seconds > 0.0)
+    .map(|seconds| Duration::from_secs_f64(seconds.min(1e9)));
+    Ok(Token {
+        access: Zeroizing::new(access.to_owned()),
+        fresh_until: lifetime
+            .map(|lifetime| asked + lifetime - (lifetime / 10).min(REFRESH_MARGIN)),
+    })
+}
+
+/// Makes the call of a step with the tool's credentials on it, and returns its outcome with
+/// every injected secret redacted.
+pub async fn call(
+    client: &OutboundClient,
+    tokens: &TokenCache,
+    request: OutboundRequest,
+    auth: Option<&Auth>,
+) -> Result<Value, Failure> {
+    let Some(auth) = auth else {
+        return step::outcome(client.send(request).await);
+    };
+    let mut secrets: Vec<Zeroizing<String>> = Vec::new();
+    let outcome = match &auth.credentials {
+        Credentials::OAuth2(oauth) => {
+            let timeout = request.timeout;
+            let mut token: Option<Zeroizing<String>> = None;
+            let mut outcome = None;
+            // The first try, and one more with a new token when the first is answered 401.
+            for _ in 0..2 {
+                let stale = token.as_ref().map(|token| token.as_str());
+                let fresh = match tokens.token(client, auth, oauth, stale, timeout).await {
+                    Ok(fresh) => fresh,
+                    Err(failure) => {
+                        outcome = Some(Err(failure));
+                        break;
+                    }
+                };
+                secrets.push(fresh.clone());
+                let mut attempt = request.clone();
+                put_header(
+                    &mut attempt,
+                    "authorization",
+                    format!("Bearer {}", fresh.as_str()),
+                );
+                let answer = client.send(attempt).await;
+                let refused = matches!(&answer, Ok(response) if response.status == 401);
+                outcome = Some(step::outcome(answer));
+                token = Some(fresh);
+                if !refused {
+                    break;
+                }
+            }
+            secrets.push(Zeroizing::new(oauth.client_secret.clone()));
+            outcome.unwrap_or_else(|| Err(Failure::permanent("http_status", "no answer")))
+        }
+        credentials => {
+            let mut request = request;
+            inject(&mut request, credentials, &mut secrets);
+            step::outcome(client.send(request).await)
+        }
+    };
+    let secrets: Vec<&str> = secrets.iter().map(|s| s.as_str()).collect();
+    match outcome {
+        Ok(mut output) => {
+            redact(&mut output, &secrets);
+            Ok(output)
+        }
+        Err(mut failure) => {
+            failure.message = redact_text(&failure.message, &secrets);
+            if let Some(output) = failure.output.as_mut() {
+                redact(output, &secrets);
+            }
+            Err(failure)
+        }
+    }
+}
+
+/// Puts the static credentials on `request`, noting in `secrets` what must not be stored.
+fn inject(
+    request: &mut OutboundRequest,
+    credentials: &Credentials,
+    secrets: &mut Vec<Zeroizing<String>>,
+) {
+    match credentials {
+        Credentials::ApiKey { value, place } => {
+            secrets.push(Zeroizing::new(value.clone()));
+            match place {
+                ApiKeyPlace::Header(name) => put_header(request, name, value.clone()),
+                ApiKeyPlace::Query(name) => {
+                    let kept: Vec<(String, String)> = request
+                        .url
+                        .query_pairs()
+                        .filter(|(key, _)| key != name.as_str())
+                        .map(|(key, value)| (key.into_owned(), value.into_owned()))
+                        .collect();
+                    let mut pairs = request.url.query_pairs_mut();
+                    pairs.clear();
+                    pairs.extend_pairs(kept);
+                    pairs.append_pair(name, value);
+                }
+            }
+        }
+        Credentials::Bearer { token } => {
+            secrets.push(Zeroizing::new(token.clone()));
+            put_header(request, "authorization", format!("Bearer {token}"));
+        }
+        Credentials::Basic { username, password } => {
+            let encoded = Zeroizing::new(STANDARD.encode(format!("{username}:{password}")));
+            secrets.push(Zeroizing::new(password.clone()));
+            secrets.push(encoded.clone());
+            put_header(
+                request,
+                "authorization",
+                format!("Basic {}", encoded.as_str()),
+            );
+        }
+        Credentials::OAuth2(_) => {}
+    }
+}
+
+/// Sets header `name`, removing any of that name (in any case) the step's inputs gave.
+fn put_header(request: &mut OutboundRequest, name: &str, value: String) {
+    request
+        .headers
+        .retain(|(existing, _)| !existing.eq_ignore_ascii_case(name));
+    request.headers.push((name.to_owned(), value));
+}
+
+/// Replaces every secret in the strings of `value` (keys included) with `[redacted]`.
+fn redact(value: &mut Value, secrets: &[&str]) {
+    match value {
+        Value::String(text) => {
+            let redacted = redact_text(text, secrets);
+            if redacted != *text {
+                *text = redacted;
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|item| redact(item, secrets)),
+        Value::Object(map) => {
+            let leaked: Vec<String> = map
+                .keys()
+                .filter(|key| redact_text(key, secrets) != **key)
+                .cloned()
+                .collect();
+            for key in leaked {
+                if let Some(inner) = map.remove(&key) {
+                    map.insert(redact_text(&key, secrets), inner);
+                }
+            }
+            map.values_mut().for_each(|inner| redact(inner, secrets));
+        }
+        _ => {}
+    }
+}
+
+fn redact_text(text: &str, secrets: &[&str]) -> String {
+    let mut text = text.to_owned();
+    for secret in secrets.iter().filter(|secret| !secret.is_empty()) {
+        if secret.len() >= MIN_SUBSTRING_REDACTION {
+            if text.contains(secret) {
+                text = text.replace(secret, REDACTED);
+            }
+        } else if text == *secret {
+            text = REDACTED.to_owned();
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn injected_secrets_are_redacted_wherever_they_are_echoed() {
+        let mut output = json!({"body": {"seen": "Bearer s3cret-token", "s3cret-token": 1, "short": "ab"}, "n": 5});
+        redact(&mut output, &["s3cret-token", "ab"]);
+        assert_eq!(
+            output,
+            json!({"body": {"seen": "Bearer [redacted]", "[redacted]": 1, "short": "[redacted]"}, "n": 5})
+        );
+        assert_eq!(redact_text("abc", &["ab"]), "abc");
+    }
+}
