@@ -93,7 +93,8 @@ pub struct ToolIn {
     /// Write-only: the secret `authType` needs, sealed at rest and never returned. `apiKey`:
     /// `{"value", "header"}` (default header `X-API-Key`) or `{"value", "query"}`; `bearer`:
     /// `{"token"}`; `basic`: `{"username", "password"}`; `oauth2`: `{"tokenUrl", "clientId",
-    /// "clientSecret", "scope"}` (client-credentials grant); `none` takes none.
+    /// "clientSecret", "scope"}` (client-credentials grant); `none` takes none. `null`: none.
+    #[oai(nullable)]
     pub credentials: Option<JsonObject>,
 }
 
@@ -150,6 +151,7 @@ pub struct ToolUpdate {
     /// `{"value", "header"}` (default header `X-API-Key`) or `{"value", "query"}`; `bearer`:
     /// `{"token"}`; `basic`: `{"username", "password"}`; `oauth2`: `{"tokenUrl", "clientId",
     /// "clientSecret", "scope"}` (client-credentials grant); `none` takes none.
+    #[oai(nullable)]
     pub credentials: Option<JsonObject>,
 }
 

@@ -8,6 +8,12 @@ Two rules of the server reach inside JSON values, where OpenAPI 3.0 schemas cann
   `error`) contains U+0000, which PostgreSQL cannot store. Top-level text fields say so with a
   pattern; OpenAPI 3.0 has no `propertyNames` for the keys of arbitrary JSON.
 
+A tool's `credentials` must fit its `authType` (the shape per type is in the field's
+description), a rule across two fields that the document does not state as a schema. A
+credentials object is replaced by a valid one for the body's `authType`, and left out when the
+body names none (a `PUT` keeps the stored type, unknown here) or `none`. Any object is valid by
+the document, so neither changes whether the body is.
+
 One rule of time: an API key's `expiresAt` must be in the future, which a schema cannot say;
 a well-formed time in the past is moved a year past now.
 
@@ -81,6 +87,25 @@ def _spare_the_caller(case):
         case.path_parameters["id"] = NIL
 
 
+CREDENTIALS = {
+    "apiKey": {"value": "schemathesis-key"},
+    "bearer": {"token": "schemathesis-token"},
+    "basic": {"username": "schemathesis", "password": "schemathesis-password"},
+    "oauth2": {"tokenUrl": "https://auth.example.com/token", "clientId": "schemathesis",
+               "clientSecret": "schemathesis-secret"},
+}
+
+
+def _fitting_credentials(body):
+    if not isinstance(body.get("credentials"), dict):
+        return
+    fitting = CREDENTIALS.get(body.get("authType"))
+    if fitting is None:
+        del body["credentials"]
+    else:
+        body["credentials"] = dict(fitting)
+
+
 @schemathesis.hook
 def before_call(ctx, case, **kwargs):
     _spare_the_caller(case)
@@ -88,6 +113,7 @@ def before_call(ctx, case, **kwargs):
     if not isinstance(body, dict):
         return
     _in_the_future(body)
+    _fitting_credentials(body)
     for field in JSON_FIELDS:
         if field in body:
             body[field] = _without_nul(body[field])
