@@ -99,7 +99,8 @@ CREDENTIALS = {
 def _fitting_credentials(body):
     if not isinstance(body.get("credentials"), dict):
         return
-    fitting = CREDENTIALS.get(body.get("authType"))
+    auth_type = body.get("authType")
+    fitting = CREDENTIALS.get(auth_type) if isinstance(auth_type, str) else None
     if fitting is None:
         del body["credentials"]
     else:
