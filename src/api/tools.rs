@@ -17,7 +17,7 @@ use super::timestamp::Timestamp;
 use super::ApiTags;
 use crate::error::ApiError;
 use crate::identity::{Caller, Read, Write};
-use crate::service::tools::{self, NewTool, ToolChanges};
+use crate::service::tools::{self, CredentialsInput, NewTool, ToolChanges};
 use crate::state::AppState;
 
 /// How a tool authenticates its calls.
@@ -120,7 +120,9 @@ impl ReadBody for ToolIn {
             name: fields.required("name", text(1, 200)),
             base_url: fields.required("baseUrl", http_url),
             auth_type: fields.required("authType", one_of::<AuthType>),
-            credentials: fields.optional("credentials", credentials_object),
+            credentials: fields
+                .optional("credentials", credentials_object)
+                .map(CredentialsInput),
         }
     }
 }
@@ -174,7 +176,9 @@ impl ReadBody for ToolUpdate {
             name: fields.patch("name", text(1, 200)),
             base_url: fields.patch("baseUrl", http_url),
             auth_type: fields.patch("authType", one_of::<AuthType>),
-            credentials: fields.patch_nullable("credentials", credentials_object),
+            credentials: fields
+                .patch_nullable("credentials", credentials_object)
+                .map(|change| change.map(CredentialsInput)),
         }
     }
 }

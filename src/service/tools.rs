@@ -17,6 +17,15 @@ use crate::db::Pool;
 
 const DUPLICATE_NAME: &str = "a tool with this name already exists in the organization";
 
+/// A `credentials` object as sent: its members are secrets, so it never prints them.
+pub struct CredentialsInput(pub Map<String, Value>);
+
+impl std::fmt::Debug for CredentialsInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CredentialsInput([redacted])")
+    }
+}
+
 /// A validated new tool.
 #[derive(Debug)]
 pub struct NewTool {
@@ -24,7 +33,7 @@ pub struct NewTool {
     pub base_url: String,
     pub auth_type: String,
     /// The `credentials` object as sent, checked against `auth_type` here.
-    pub credentials: Option<Map<String, Value>>,
+    pub credentials: Option<CredentialsInput>,
 }
 
 /// A validated partial update; `None` leaves a field as it is.
@@ -34,7 +43,7 @@ pub struct ToolChanges {
     pub base_url: Option<String>,
     pub auth_type: Option<String>,
     /// `Some(None)`: remove the credentials; `Some(Some(object))`: replace them.
-    pub credentials: Option<Option<Map<String, Value>>>,
+    pub credentials: Option<Option<CredentialsInput>>,
 }
 
 /// Checks `object` against `auth_type` and seals it for the tool: the two columns to store.
@@ -59,7 +68,7 @@ pub async fn create(
     let at = now();
     let id = Uuid::now_v7();
     let (key_id, sealed) = match &new.credentials {
-        Some(object) => sealed_credentials(keyring, tenant, id, &new.auth_type, object)?,
+        Some(object) => sealed_credentials(keyring, tenant, id, &new.auth_type, &object.0)?,
         None => (None, None),
     };
     let row = tool::ActiveModel {
@@ -103,7 +112,9 @@ pub async fn update(
     let current = find(db, tenant, id).await?;
     let auth_type = changes.auth_type.as_deref().unwrap_or(&current.auth_type);
     let credentials = match &changes.credentials {
-        Some(Some(object)) => Some(sealed_credentials(keyring, tenant, id, auth_type, object)?),
+        Some(Some(object)) => Some(sealed_credentials(
+            keyring, tenant, id, auth_type, &object.0,
+        )?),
         Some(None) => Some((None, None)),
         None if auth_type != current.auth_type => Some((None, None)),
         None => None,

@@ -8,7 +8,7 @@ use entity::tool;
 use sea_orm::{ActiveModelTrait, EntityTrait, Set};
 use serde_json::{json, Value};
 
-use crate::helpers::process::temp_dir;
+use crate::helpers::process::{free_port, http_with, temp_dir, wait_until_up};
 use crate::helpers::target::{Target, OAUTH_CLIENT_ID, OAUTH_CLIENT_SECRET};
 use crate::helpers::{Caller, TestApp, TEST_CREDENTIALS_KEY};
 use crate::on_both_backends;
@@ -236,27 +236,35 @@ on_both_backends! {
         assert_eq!(run_once(&app, &acme, &flow_id).await["status"], "completed", "the original still opens");
     }
 
-    /// A worker process at `RUST_LOG=trace` puts every kind of credentials on its calls and
-    /// writes none of them into its log; nor does the database hold them in plain text.
+    /// A `tolstoy serve` at `RUST_LOG=trace` takes every kind of credentials over HTTP, puts them
+    /// on its workers' calls and writes none of them into its log; nor does the database (its
+    /// file, on SQLite) hold them in plain text, nor any response or execution log.
     async fn no_secret_reaches_the_log_at_trace_or_the_database(app) {
         let target = Target::start().await;
         let caller = app.new_tenant("Acme").await;
-        let tools = [
-            tool_with(&app, &caller, &target.url, "apiKey", json!({"value": API_KEY, "query": "k"})).await,
-            tool_with(&app, &caller, &target.url, "bearer", json!({"token": BEARER})).await,
-            tool_with(&app, &caller, &target.url, "basic", json!({"username": "u", "password": PASSWORD})).await,
-            tool_with(&app, &caller, &target.url, "oauth2", json!({
-                "tokenUrl": format!("{}/oauth/token", target.url),
-                "clientId": OAUTH_CLIENT_ID, "clientSecret": OAUTH_CLIENT_SECRET})).await,
+        let port = free_port();
+        let port_text = port.to_string();
+        let log = temp_dir().join("trace.log");
+        let _server = spawn(&app, "serve", &[("WORKERS", "2"), ("PORT", &port_text),
+            ("RUST_LOG", "trace"), ("LOG_FORMAT", "json")], log.to_str().expect("path"));
+        wait_until_up(port);
+        let bodies = [
+            ("apiKey", json!({"value": API_KEY, "query": "k"})),
+            ("bearer", json!({"token": BEARER})),
+            ("basic", json!({"username": "u", "password": PASSWORD})),
+            ("oauth2", json!({"tokenUrl": format!("{}/oauth/token", target.url),
+                "clientId": OAUTH_CLIENT_ID, "clientSecret": OAUTH_CLIENT_SECRET})),
         ];
-        let dir = temp_dir();
-        let log = dir.join("trace.log");
-        let _worker = spawn(&app, "worker", &[("WORKERS", "2"), ("RUST_LOG", "trace"), ("LOG_FORMAT", "json")],
-            log.to_str().expect("path"));
         let mut runs = Vec::new();
-        for (n, tool) in tools.iter().enumerate() {
+        for (n, (auth_type, credentials)) in bodies.into_iter().enumerate() {
+            let body = json!({"name": format!("t{n}"), "baseUrl": target.url, "authType": auth_type,
+                "credentials": credentials}).to_string();
+            let (status, _, reply) = http_with(port, "POST", "/tools", Some(&body), &caller.headers()).expect("POST /tools");
+            assert!(status.contains(" 201 "), "{status} {reply}");
+            secrets_absent(&reply);
+            let tool: Value = serde_json::from_str(&reply).expect("tool");
             let endpoint = if n == 3 { "/oauth/api".to_owned() } else { format!("/echo/s{n}") };
-            let flow_id = call_flow(&app, &caller, tool, &endpoint).await;
+            let flow_id = call_flow(&app, &caller, &tool, &endpoint).await;
             runs.push(start(&app, &caller, &flow_id, json!({})).await);
         }
         for run in &runs {
@@ -264,15 +272,28 @@ on_both_backends! {
             assert_eq!(run["status"], "completed", "{run}");
         }
         assert_eq!(target.received_at("/oauth/token").len(), 1);
+        assert_eq!(target.received_at("/echo/s1")[0].headers["authorization"], format!("Bearer {BEARER}"));
         let text = std::fs::read_to_string(&log).expect("log");
-        assert!(text.contains("TRACE") || text.contains("\"level\":\"TRACE\""), "the log is at trace");
+        assert!(text.contains("\"level\":\"TRACE\""), "the log is at trace");
+        assert!(text.contains("/tools"), "the log saw the requests");
         secrets_absent(&text);
         assert!(!text.contains("tok-1"), "the access token is not logged");
         let rows = tool::Entity::find().all(&app.db).await.expect("tools");
-        let dump = format!("{rows:?}");
-        secrets_absent(&dump);
+        secrets_absent(&format!("{rows:?}"));
+        let database_url = app.server_env.iter().find(|(name, _)| *name == "DATABASE_URL").expect("url").1.clone();
+        if let Some(file) = database_url.strip_prefix("sqlite://").map(|rest| rest.split('?').next().unwrap_or_default()) {
+            let main = std::fs::read(file).expect("the SQLite file");
+            assert!(main.len() > 4096, "the database file is read");
+            for (path, bytes) in [(file.to_owned(), main), (format!("{file}-wal"), std::fs::read(format!("{file}-wal")).unwrap_or_default())] {
+                for secret in [API_KEY, BEARER, PASSWORD, OAUTH_CLIENT_SECRET] {
+                    assert!(!bytes.windows(secret.len()).any(|w| w == secret.as_bytes()), "{secret} in {path}");
+                }
+            }
+        }
         let logs = app.get_as(&caller, "/execution-logs").await;
         secrets_absent(&logs.text);
+        let listed = app.get_as(&caller, "/runs").await;
+        secrets_absent(&listed.text);
     }
 
     /// Credentials sealed under key A are re-sealed under B by `tolstoy rotate-credentials-key`
