@@ -187,12 +187,21 @@ async fn run(command: Command) -> Result<(), StartupError> {
                 .await
                 .map_err(|err| StartupError::Invalid(err.to_string()))?;
             println!(
-                "re-sealed {} tool(s) under key {}; {} unreadable (left as they were), {} changed meanwhile",
+                "re-sealed {} tool(s) under key {}; {} unreadable (left as they were), {} \
+                 changed meanwhile; {} still under another key",
                 done.resealed,
                 keyring.sealing_key_id().unwrap_or_default(),
                 done.unreadable,
-                done.raced
+                done.raced,
+                done.remaining
             );
+            if done.remaining > 0 {
+                return Err(StartupError::Invalid(format!(
+                    "{} tool(s) are still sealed under another key: keep that key configured \
+                     (the log names the unreadable tools) and run this again",
+                    done.remaining
+                )));
+            }
         }
         Command::Migrate { action } => {
             let direct = db::connect_direct(&urls.direct).await?;

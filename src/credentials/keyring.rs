@@ -136,7 +136,7 @@ impl Keyring {
                 ),
             )
         };
-        match std::fs::read_to_string(path) {
+        match std::fs::read_to_string(path).map(Zeroizing::new) {
             Ok(text) => {
                 let keyring = Self::parse(variable, &Secret::new(text.trim()))?;
                 tracing::info!(path = %path.display(), key_id = %keyring.sealing_key_id().unwrap_or_default(),
@@ -147,7 +147,15 @@ impl Keyring {
                 let mut key = Zeroizing::new([0u8; KEY_BYTES]);
                 OsRng.fill_bytes(key.as_mut());
                 let encoded = Zeroizing::new(STANDARD.encode(key.as_ref()));
-                write_private(path, encoded.as_bytes()).map_err(unusable)?;
+                match write_private(path, encoded.as_bytes()) {
+                    Ok(()) => {}
+                    // Another process (a worker started beside the server) made it first.
+                    Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+                        std::thread::sleep(std::time::Duration::from_millis(100));
+                        return Self::development(path);
+                    }
+                    Err(err) => return Err(unusable(err)),
+                }
                 let keyring = Self::parse(variable, &Secret::new(encoded.as_str()))?;
                 tracing::warn!(path = %path.display(), key_id = %keyring.sealing_key_id().unwrap_or_default(),
                     "CREDENTIALS_KEY is unset: generated a development key into this file (mode 0600); \

@@ -19,7 +19,7 @@ use base64::Engine;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 use super::outbound::{OutboundClient, OutboundRequest, RequestBody};
 use super::step::{self, Failure, REDACTED};
@@ -27,6 +27,9 @@ use crate::credentials::{ApiKeyPlace, Credentials, OAuth2Client};
 
 /// Most a token is refreshed before its `expires_in` runs out.
 const REFRESH_MARGIN: Duration = Duration::from_secs(30);
+/// How long a token whose endpoint gave no `expires_in` is used: an API that answers 403
+/// rather than 401 to an expired token would otherwise fail every call until a restart.
+const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(600);
 /// Cached tokens kept at most; beyond, the cache starts again empty.
 const MAX_CACHED_TOOLS: usize = 10_000;
 /// Secrets shorter than this are only redacted where they make up a whole string: replacing
@@ -64,8 +67,7 @@ pub struct TokenCache {
 
 struct Token {
     access: Zeroizing<String>,
-    /// `None`: the endpoint said nothing of expiry; kept until a call is answered 401.
-    fresh_until: Option<Instant>,
+    fresh_until: Instant,
 }
 
 impl TokenCache {
@@ -90,7 +92,7 @@ impl TokenCache {
         let slot = self.slot(auth.token_key);
         let mut cached = slot.lock().await;
         if let Some(token) = cached.as_ref() {
-            let fresh = token.fresh_until.is_none_or(|until| Instant::now() < until);
+            let fresh = Instant::now() < token.fresh_until;
             if fresh && stale != Some(token.access.as_str()) {
                 return Ok(token.access.clone());
             }
@@ -165,16 +167,17 @@ async fn fetch_token(
         _ => None,
     }
     .filter(|seconds| seconds.is_finite() && *seconds > 0.0)
-    .map(|seconds| Duration::from_secs_f64(seconds.min(1e9)));
+    .map(|seconds| Duration::from_secs_f64(seconds.min(1e9)))
+    .unwrap_or(DEFAULT_TOKEN_LIFETIME);
     Ok(Token {
         access: Zeroizing::new(access.to_owned()),
-        fresh_until: lifetime
-            .map(|lifetime| asked + lifetime - (lifetime / 10).min(REFRESH_MARGIN)),
+        fresh_until: asked + lifetime - (lifetime / 10).min(REFRESH_MARGIN),
     })
 }
 
 /// Makes the call of a step with the tool's credentials on it, and returns its outcome with
-/// every injected secret redacted.
+/// every injected secret redacted. The request's timeout bounds it all: a token fetch (or the
+/// wait for another step's), the call, and the one retry after a 401.
 pub async fn call(
     client: &OutboundClient,
     tokens: &TokenCache,
@@ -184,16 +187,29 @@ pub async fn call(
     let Some(auth) = auth else {
         return step::outcome(client.send(request).await);
     };
+    let deadline = tokio::time::Instant::now() + request.timeout;
+    tokio::time::timeout_at(deadline, call_with(client, tokens, request, auth, deadline))
+        .await
+        .unwrap_or_else(|_| step::outcome(Err(super::outbound::CallError::Timeout)))
+}
+
+async fn call_with(
+    client: &OutboundClient,
+    tokens: &TokenCache,
+    request: OutboundRequest,
+    auth: &Auth,
+    deadline: tokio::time::Instant,
+) -> Result<Value, Failure> {
+    let left = || deadline.saturating_duration_since(tokio::time::Instant::now());
     let mut secrets: Vec<Zeroizing<String>> = Vec::new();
     let outcome = match &auth.credentials {
         Credentials::OAuth2(oauth) => {
-            let timeout = request.timeout;
             let mut token: Option<Zeroizing<String>> = None;
             let mut outcome = None;
             // The first try, and one more with a new token when the first is answered 401.
             for _ in 0..2 {
                 let stale = token.as_ref().map(|token| token.as_str());
-                let fresh = match tokens.token(client, auth, oauth, stale, timeout).await {
+                let fresh = match tokens.token(client, auth, oauth, stale, left()).await {
                     Ok(fresh) => fresh,
                     Err(failure) => {
                         outcome = Some(Err(failure));
@@ -202,6 +218,7 @@ pub async fn call(
                 };
                 secrets.push(fresh.clone());
                 let mut attempt = request.clone();
+                attempt.timeout = left();
                 put_header(
                     &mut attempt,
                     "authorization",
@@ -252,16 +269,28 @@ fn inject(
             match place {
                 ApiKeyPlace::Header(name) => put_header(request, name, value.clone()),
                 ApiKeyPlace::Query(name) => {
-                    let kept: Vec<(String, String)> = request
+                    let encode = |text: &str| -> String {
+                        url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
+                    };
+                    let encoded = Zeroizing::new(encode(value));
+                    let name = encode(name);
+                    // The step's other pairs stay exactly as written; only one of this name goes.
+                    let mut query: Vec<String> = request
                         .url
-                        .query_pairs()
-                        .filter(|(key, _)| key != name.as_str())
-                        .map(|(key, value)| (key.into_owned(), value.into_owned()))
+                        .query()
+                        .unwrap_or_default()
+                        .split('&')
+                        .filter(|pair| {
+                            let key = pair.split('=').next().unwrap_or_default();
+                            !pair.is_empty() && key != name
+                        })
+                        .map(str::to_owned)
                         .collect();
-                    let mut pairs = request.url.query_pairs_mut();
-                    pairs.clear();
-                    pairs.extend_pairs(kept);
-                    pairs.append_pair(name, value);
+                    query.push(format!("{name}={}", encoded.as_str()));
+                    let joined = Zeroizing::new(query.join("&"));
+                    request.url.set_query(Some(&joined));
+                    query.iter_mut().for_each(|pair| pair.zeroize());
+                    secrets.push(encoded);
                 }
             }
         }

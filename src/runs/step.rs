@@ -68,7 +68,9 @@ pub enum Prepared {
 }
 
 /// Evaluates the step's conditions, reads its action and tool, opens the tool's credentials,
-/// resolves its inputs and builds the call. Only a database error is an `Err`.
+/// resolves its inputs and builds the call. A tool without credentials is called without them
+/// (its steps may authenticate through `inputs.headers`, as before credentials existed). Only
+/// a database error is an `Err`.
 pub async fn prepare(
     db: &Pool,
     keyring: &Keyring,
@@ -127,16 +129,6 @@ pub async fn prepare(
                     return Ok(failed("credentials_unreadable", unreadable.to_string()))
                 }
             }
-        }
-        _ if tool.auth_type != "none" => {
-            return Ok(failed(
-                "invalid_input",
-                format!(
-                    "the tool's authType is {} and it has no credentials (set them with PUT \
-                     /tools/{{id}})",
-                    tool.auth_type
-                ),
-            ))
         }
         _ => None,
     };

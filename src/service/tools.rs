@@ -8,8 +8,7 @@ use uuid::Uuid;
 use super::pagination::{Page, PageRequest};
 use super::tenancy::Tenant;
 use super::tenant_scope::{
-    delete_with_dependents, get_for, insert_for, page_for, set_if_changed, update_returning,
-    Dependents,
+    delete_with_dependents, get_for, insert_for, page_for, set_if_changed, Dependents, TenantScoped,
 };
 use super::{conflict_on_duplicate, now, ServiceError};
 use crate::credentials::{Credentials, Keyring};
@@ -100,8 +99,11 @@ pub async fn list(
 }
 
 /// Applies `changes`. Credentials sent are checked against the tool's `authType` after the
-/// change; a new `authType` without new credentials removes the old ones, which were for
-/// another kind.
+/// change. Stored credentials are removed, unless new ones come with the change, when the
+/// `authType` changes (they were for another kind) or when `baseUrl` moves to another origin
+/// (scheme, host or port): otherwise anyone who may edit a tool could send its secret to a host
+/// of their own. The write is guarded by the `authType` and credentials it read, so two
+/// concurrent updates cannot leave credentials of one kind on a tool of another (409).
 pub async fn update(
     db: &Pool,
     keyring: &Keyring,
@@ -109,14 +111,19 @@ pub async fn update(
     id: Uuid,
     changes: ToolChanges,
 ) -> Result<tool::Model, ServiceError> {
+    use sea_orm::{ColumnTrait, QueryFilter};
     let current = find(db, tenant, id).await?;
     let auth_type = changes.auth_type.as_deref().unwrap_or(&current.auth_type);
+    let moved = changes
+        .base_url
+        .as_deref()
+        .is_some_and(|url| origin(url) != origin(&current.base_url));
     let credentials = match &changes.credentials {
         Some(Some(object)) => Some(sealed_credentials(
             keyring, tenant, id, auth_type, &object.0,
         )?),
         Some(None) => Some((None, None)),
-        None if auth_type != current.auth_type => Some((None, None)),
+        None if auth_type != current.auth_type || moved => Some((None, None)),
         None => None,
     };
     let mut row: tool::ActiveModel = Default::default();
@@ -134,9 +141,38 @@ pub async fn update(
         return Ok(current);
     }
     row.updated_at = Set(now());
-    update_returning::<tool::Entity>(db, tenant, id, row, None)
+    let sealed_as_read = match &current.credentials_sealed {
+        Some(bytes) => tool::Column::CredentialsSealed.eq(bytes.clone()),
+        None => tool::Column::CredentialsSealed.is_null(),
+    };
+    let mut updated = tool::Entity::update_for(tenant, id)
+        .set(row)
+        .filter(tool::Column::AuthType.eq(current.auth_type.clone()))
+        .filter(sealed_as_read)
+        .exec_with_returning(db)
         .await
-        .map_err(|err| conflict_on_duplicate(err, DUPLICATE_NAME))
+        .map_err(|err| conflict_on_duplicate(ServiceError::from(err), DUPLICATE_NAME))?;
+    match updated.pop() {
+        Some(row) => Ok(row),
+        None => {
+            find(db, tenant, id).await?;
+            Err(ServiceError::Conflict(
+                "the tool's authType or credentials changed while this update was made; read it \
+                 and send the update again"
+                    .to_owned(),
+            ))
+        }
+    }
+}
+
+/// Scheme, host and port of a base URL (as the URL standard parses it).
+fn origin(url: &str) -> Option<(String, Option<String>, Option<u16>)> {
+    let url = url::Url::parse(url).ok()?;
+    Some((
+        url.scheme().to_owned(),
+        url.host_str().map(str::to_owned),
+        url.port_or_known_default(),
+    ))
 }
 
 pub async fn delete(
@@ -159,23 +195,54 @@ pub struct Resealed {
     pub resealed: u64,
     /// Credentials that did not open with any configured key (left as they are).
     pub unreadable: u64,
-    /// Credentials changed by someone else between read and write (theirs kept).
+    /// Credentials changed by someone else between read and write (theirs kept; the pass that
+    /// found them is followed by another).
     pub raced: u64,
+    /// Tools whose credentials are still under another key when it ends (unreadable ones, or
+    /// sealed meanwhile by a process that does not know the new key yet).
+    pub remaining: u64,
 }
 
 /// Re-seals, in batches of `batch` tools, every tool's credentials that a key other than the
 /// keyring's first sealed. A platform operation across organizations, not a tenant query. Each
 /// write is guarded by the sealed bytes it read, so a tool updated meanwhile keeps its new
-/// credentials; a pass cut off anywhere is resumed by running it again.
+/// credentials; a pass that met such a tool is followed by another, and a run cut off anywhere
+/// is resumed by running it again. Ends by counting what is still under another key.
 pub async fn reseal_all(
     db: &Pool,
     keyring: &Keyring,
     batch: u64,
 ) -> Result<Resealed, ServiceError> {
-    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+    use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
     let Some(first) = keyring.sealing_key_id() else {
         return Err(crate::credentials::NoSealingKey.into());
     };
+    let mut done = Resealed::default();
+    // A few passes at most: each one only repeats for tools changed during the one before.
+    for _ in 0..5 {
+        let pass = reseal_pass(db, keyring, first, batch).await?;
+        done.resealed += pass.resealed;
+        done.raced += pass.raced;
+        done.unreadable = pass.unreadable;
+        if pass.raced == 0 {
+            break;
+        }
+    }
+    done.remaining = tool::Entity::find()
+        .filter(tool::Column::CredentialsKeyId.is_not_null())
+        .filter(tool::Column::CredentialsKeyId.ne(first))
+        .count(db)
+        .await?;
+    Ok(done)
+}
+
+async fn reseal_pass(
+    db: &Pool,
+    keyring: &Keyring,
+    first: &str,
+    batch: u64,
+) -> Result<Resealed, ServiceError> {
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
     let mut done = Resealed::default();
     let mut after: Option<Uuid> = None;
     loop {
