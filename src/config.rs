@@ -29,9 +29,16 @@ pub enum LogFormat {
     Json,
 }
 
-/// A value that must never reach a log line or an error body: `Debug` and `Display` redact it.
+/// A value that must never reach a log line or an error body: `Debug` and `Display` redact it,
+/// and its memory is wiped when it is dropped.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
 
 impl Secret {
     pub fn new(value: impl Into<String>) -> Self {

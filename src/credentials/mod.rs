@@ -166,7 +166,9 @@ impl Credentials {
                 "scope": client.scope,
             }),
         };
-        let bytes = Zeroizing::new(serde_json::to_vec(&value).unwrap_or_default());
+        // Sized first, so that no reallocation leaves a copy of the secrets behind.
+        let mut bytes = Zeroizing::new(Vec::with_capacity(serialized_len(&value)));
+        serde_json::to_writer(&mut *bytes, &value).unwrap_or_default();
         wipe(&mut value);
         bytes
     }
@@ -216,6 +218,22 @@ impl Credentials {
             .map(Some)
             .map_err(|_| Unreadable)
     }
+}
+
+/// How many bytes `value` takes as JSON, counted without keeping them.
+fn serialized_len(value: &Value) -> usize {
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    serde_json::to_writer(&mut counter, value).map_or(0, |()| counter.0)
 }
 
 /// Overwrites every string in `value` before it is dropped.

@@ -199,7 +199,7 @@ on_both_backends! {
     }
 
     /// OAuth 2: 20 steps at once cause one token request; a token the API refuses (401) is
-    /// fetched anew once and the call retried; an expiring token is refreshed before it runs out.
+    /// fetched anew once and the call retried; an expiring token is refreshed shortly before it runs out.
     async fn oauth2_tokens_are_fetched_once_refreshed_and_renewed_after_a_401(app) {
         let target = Target::start().await;
         let (app, _workers) = workers(&app, &[("WORKERS", "20")]).await;
@@ -235,14 +235,19 @@ on_both_backends! {
         assert_eq!(calls[21].headers["authorization"], "Bearer tok-2");
         assert_eq!(logs(&app, &caller, &run).await.len(), 1, "the retry is within the attempt");
 
-        let short = tool_with(&app, &caller, &target.url, "oauth2", client(3)).await;
+        // A 10 s token is refreshed a second before it runs out: a call at 9.3 s gets a new one
+        // (and no 401), though the old one would still be accepted.
+        let short = tool_with(&app, &caller, &target.url, "oauth2", client(10)).await;
         let short_flow = call_flow(&app, &caller, &short, "/oauth/api").await;
         assert_eq!(run_once(&app, &caller, &short_flow).await["status"], "completed");
         assert_eq!(run_once(&app, &caller, &short_flow).await["status"], "completed");
         assert_eq!(target.received_at("/oauth/token").len(), 3, "still fresh: cached");
-        tokio::time::sleep(Duration::from_millis(3100)).await;
+        let issued = target.token_issued_at(3);
+        tokio::time::sleep_until((issued + Duration::from_millis(9300)).into()).await;
+        let before = target.received_at("/oauth/api").len();
         assert_eq!(run_once(&app, &caller, &short_flow).await["status"], "completed");
-        assert_eq!(target.received_at("/oauth/token").len(), 4, "expired: fetched anew");
+        assert_eq!(target.received_at("/oauth/token").len(), 4, "about to expire: fetched anew");
+        assert_eq!(target.received_at("/oauth/api").len(), before + 1, "no call was refused");
     }
 
     /// A flipped byte, or a ciphertext copied onto another tool or into another organization,

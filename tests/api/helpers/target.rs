@@ -11,7 +11,8 @@
 //! - `/cookie`: 200 with a `set-cookie` header holding a session secret.
 //! - `/oauth/token?expiresIn=S`: an OAuth 2 token endpoint for [`OAUTH_CLIENT_ID`] and
 //!   [`OAUTH_CLIENT_SECRET`] (client-credentials grant, HTTP Basic); answers after 200 ms with
-//!   a new token `tok-N`, valid until [`Target::revoke_tokens`];
+//!   a new token `tok-N`, valid for `expiresIn` seconds (default 3600) or until
+//!   [`Target::revoke_tokens`];
 //! - `/oauth/api`: 200 with the bearer token it got when that token is valid, else 401.
 
 use std::collections::HashMap;
@@ -56,9 +57,16 @@ pub struct Target {
 struct Tokens {
     issued: u64,
     revoked: u64,
+    /// When each token was issued and until when it is valid, by its number - 1.
+    lifetimes: Vec<(std::time::Instant, std::time::Instant)>,
 }
 
 impl Target {
+    /// When the `n`th token (from 1) was issued.
+    pub fn token_issued_at(&self, n: u64) -> std::time::Instant {
+        self.tokens.lock().expect("tokens").lifetimes[n as usize - 1].0
+    }
+
     /// Makes every token issued so far invalid: `/oauth/api` answers 401 to them.
     pub fn revoke_tokens(&self) {
         let mut tokens = self.tokens.lock().expect("tokens");
@@ -217,6 +225,9 @@ impl Endpoint for Answer {
                     let issued = {
                         let mut tokens = self.tokens.lock().expect("tokens");
                         tokens.issued += 1;
+                        let now = std::time::Instant::now();
+                        let lifetime = Duration::from_secs(number("expiresIn").unwrap_or(3600));
+                        tokens.lifetimes.push((now, now + lifetime));
                         tokens.issued
                     };
                     json_answer(
@@ -238,7 +249,11 @@ impl Endpoint for Answer {
                     .and_then(|n| n.parse::<u64>().ok());
                 let valid = {
                     let tokens = self.tokens.lock().expect("tokens");
-                    token.is_some_and(|n| n > tokens.revoked && n <= tokens.issued)
+                    token.is_some_and(|n| {
+                        n > tokens.revoked
+                            && n <= tokens.issued
+                            && std::time::Instant::now() < tokens.lifetimes[n as usize - 1].1
+                    })
                 };
                 match token.filter(|_| valid) {
                     Some(n) => json_answer(StatusCode::OK, json!({"token": format!("tok-{n}")})),
