@@ -55,6 +55,16 @@ pub struct Sealed {
     pub bytes: Vec<u8>,
 }
 
+impl Sealed {
+    /// What `tool` stores, when it has credentials.
+    pub fn of_tool(tool: &entity::tool::Model) -> Option<Self> {
+        Some(Self {
+            key_id: tool.credentials_key_id.clone()?,
+            bytes: tool.credentials_sealed.clone()?,
+        })
+    }
+}
+
 /// Sealed credentials that do not open: tampered with, moved to another row, or sealed under a
 /// key that is no longer configured. Deliberately says no more.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

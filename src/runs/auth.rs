@@ -72,7 +72,7 @@ struct Token {
 
 impl TokenCache {
     fn slot(&self, key: TokenKey) -> TokenSlot {
-        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slots = super::lock(&self.slots);
         if slots.len() >= MAX_CACHED_TOOLS && !slots.contains_key(&key) {
             slots.clear();
         }
@@ -113,14 +113,12 @@ async fn fetch_token(
 ) -> Result<Token, Failure> {
     let url = url::Url::parse(&oauth.token_url)
         .map_err(|_| Failure::permanent("invalid_input", "the tool's tokenUrl is not a URL"))?;
-    let encode =
-        |text: &str| url::form_urlencoded::byte_serialize(text.as_bytes()).collect::<String>();
     let basic = Zeroizing::new(format!(
         "Basic {}",
         STANDARD.encode(format!(
             "{}:{}",
-            encode(&oauth.client_id),
-            encode(&oauth.client_secret)
+            form_encode(&oauth.client_id),
+            form_encode(&oauth.client_secret)
         ))
     ));
     let mut form = vec![("grant_type".to_owned(), "client_credentials".to_owned())];
@@ -138,22 +136,14 @@ async fn fetch_token(
         timeout,
     };
     let asked = Instant::now();
-    let response = client.send(request).await.map_err(|err| Failure {
-        kind: err.kind(),
-        message: format!("the token endpoint: {}", err.message()),
-        output: None,
-        retryable: err.is_retryable(),
-        retry_after: None,
+    let response = client.send(request).await.map_err(|err| {
+        let mut failure = Failure::from(err);
+        failure.message = format!("the token endpoint: {}", failure.message);
+        failure
     })?;
     if !(200..300).contains(&response.status) {
-        let retryable = matches!(response.status, 408 | 429 | 500..=599);
-        return Err(Failure {
-            kind: "http_status",
-            message: format!("the token endpoint answered {}", response.status),
-            output: None,
-            retryable,
-            retry_after: response.retry_after.filter(|_| retryable),
-        });
+        let message = format!("the token endpoint answered {}", response.status);
+        return Err(Failure::refused(message, &response, None));
     }
     let Some(access) = response.body.get("access_token").and_then(Value::as_str) else {
         return Err(Failure::permanent(
@@ -204,36 +194,30 @@ async fn call_with(
     let mut secrets: Vec<Zeroizing<String>> = Vec::new();
     let outcome = match &auth.credentials {
         Credentials::OAuth2(oauth) => {
-            let mut token: Option<Zeroizing<String>> = None;
-            let mut outcome = None;
-            // The first try, and one more with a new token when the first is answered 401.
-            for _ in 0..2 {
-                let stale = token.as_ref().map(|token| token.as_str());
-                let fresh = match tokens.token(client, auth, oauth, stale, left()).await {
-                    Ok(fresh) => fresh,
-                    Err(failure) => {
-                        outcome = Some(Err(failure));
-                        break;
-                    }
+            secrets.push(Zeroizing::new(oauth.client_secret.clone()));
+            // The token a first try was refused (401) with: the second try is the last.
+            let mut refused: Option<Zeroizing<String>> = None;
+            loop {
+                let stale = refused.as_ref().map(|token| token.as_str());
+                let token = match tokens.token(client, auth, oauth, stale, left()).await {
+                    Ok(token) => token,
+                    Err(failure) => break Err(failure),
                 };
-                secrets.push(fresh.clone());
+                secrets.push(token.clone());
                 let mut attempt = request.clone();
                 attempt.timeout = left();
                 put_header(
                     &mut attempt,
                     "authorization",
-                    format!("Bearer {}", fresh.as_str()),
+                    format!("Bearer {}", token.as_str()),
                 );
                 let answer = client.send(attempt).await;
-                let refused = matches!(&answer, Ok(response) if response.status == 401);
-                outcome = Some(step::outcome(answer));
-                token = Some(fresh);
-                if !refused {
-                    break;
+                let again = refused.is_none() && matches!(&answer, Ok(r) if r.status == 401);
+                if !again {
+                    break step::outcome(answer);
                 }
+                refused = Some(token);
             }
-            secrets.push(Zeroizing::new(oauth.client_secret.clone()));
-            outcome.unwrap_or_else(|| Err(Failure::permanent("http_status", "no answer")))
         }
         credentials => {
             let mut request = request;
@@ -269,11 +253,8 @@ fn inject(
             match place {
                 ApiKeyPlace::Header(name) => put_header(request, name, value.clone()),
                 ApiKeyPlace::Query(name) => {
-                    let encode = |text: &str| -> String {
-                        url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
-                    };
-                    let encoded = Zeroizing::new(encode(value));
-                    let name = encode(name);
+                    let encoded = Zeroizing::new(form_encode(value));
+                    let name = form_encode(name);
                     // The step's other pairs stay exactly as written; only one of this name goes.
                     let mut query: Vec<String> = request
                         .url
@@ -312,6 +293,11 @@ fn inject(
     }
 }
 
+/// `text` as `application/x-www-form-urlencoded` writes it.
+fn form_encode(text: &str) -> String {
+    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
 /// Sets header `name`, removing any of that name (in any case) the step's inputs gave.
 fn put_header(request: &mut OutboundRequest, name: &str, value: String) {
     request
@@ -323,12 +309,7 @@ fn put_header(request: &mut OutboundRequest, name: &str, value: String) {
 /// Replaces every secret in the strings of `value` (keys included) with `[redacted]`.
 fn redact(value: &mut Value, secrets: &[&str]) {
     match value {
-        Value::String(text) => {
-            let redacted = redact_text(text, secrets);
-            if redacted != *text {
-                *text = redacted;
-            }
-        }
+        Value::String(text) => *text = redact_text(text, secrets),
         Value::Array(items) => items.iter_mut().for_each(|item| redact(item, secrets)),
         Value::Object(map) => {
             let leaked: Vec<String> = map

@@ -93,10 +93,12 @@ impl Signals {
     fn lock_working(
         &self,
     ) -> std::sync::MutexGuard<'_, HashMap<(Uuid, String), watch::Sender<bool>>> {
-        // A panic while holding the map leaves it usable: entries are only added and removed.
-        self.inner
-            .working
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.inner.working)
     }
+}
+
+/// Locks `map`; a panic while it was held leaves it usable: the executor's maps only have
+/// entries added and removed, never half-changed.
+pub(crate) fn lock<T>(map: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    map.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -43,9 +43,36 @@ impl Failure {
         }
     }
 
+    /// A non-2xx answer: 408, 429 and 5xx may succeed on another attempt (after the
+    /// `Retry-After` the answer asked for), others not.
+    pub fn refused(message: String, response: &OutboundResponse, output: Option<Value>) -> Self {
+        let retryable = matches!(response.status, 408 | 429 | 500..=599);
+        Self {
+            kind: "http_status",
+            message,
+            output,
+            retryable,
+            retry_after: response.retry_after.filter(|_| retryable),
+        }
+    }
+
     /// `{"message", "kind"}`, as an execution log's `error`.
     pub fn to_json(&self) -> Value {
         json!({"message": self.message, "kind": self.kind})
+    }
+}
+
+impl From<CallError> for Failure {
+    /// A call that brought no answer: timeouts and connection errors may succeed on another
+    /// attempt.
+    fn from(err: CallError) -> Self {
+        Self {
+            kind: err.kind(),
+            message: err.message(),
+            output: None,
+            retryable: err.is_retryable(),
+            retry_after: None,
+        }
     }
 }
 
@@ -117,20 +144,16 @@ pub async fn prepare(
             "the action's tool no longer exists",
         ));
     };
-    let auth = match (&tool.credentials_key_id, &tool.credentials_sealed) {
-        (Some(key_id), Some(bytes)) => {
-            let sealed = Sealed {
-                key_id: key_id.clone(),
-                bytes: bytes.clone(),
-            };
+    let auth = match Sealed::of_tool(&tool) {
+        Some(sealed) => {
             match Credentials::open(keyring, org_id, tool.id, &tool.auth_type, &sealed) {
-                Ok(credentials) => Some(Auth::new(credentials, tool.id, bytes)),
+                Ok(credentials) => Some(Auth::new(credentials, tool.id, &sealed.bytes)),
                 Err(unreadable) => {
                     return Ok(failed("credentials_unreadable", unreadable.to_string()))
                 }
             }
         }
-        _ => None,
+        None => None,
     };
     let inputs = match step.inputs.render(scope) {
         Ok(inputs) => inputs,
@@ -194,15 +217,7 @@ fn request_of(
 pub fn outcome(result: Result<OutboundResponse, CallError>) -> Result<Value, Failure> {
     let response = match result {
         Ok(response) => response,
-        Err(err) => {
-            return Err(Failure {
-                kind: err.kind(),
-                message: err.message(),
-                output: None,
-                retryable: err.is_retryable(),
-                retry_after: None,
-            })
-        }
+        Err(err) => return Err(Failure::from(err)),
     };
     let status = response.status;
     let output = json!({
@@ -213,14 +228,11 @@ pub fn outcome(result: Result<OutboundResponse, CallError>) -> Result<Value, Fai
     if (200..300).contains(&status) {
         return Ok(output);
     }
-    let retryable = matches!(status, 408 | 429 | 500..=599);
-    Err(Failure {
-        kind: "http_status",
-        message: format!("the action answered {status}"),
-        output: Some(output),
-        retryable,
-        retry_after: response.retry_after.filter(|_| retryable),
-    })
+    Err(Failure::refused(
+        format!("the action answered {status}"),
+        &response,
+        Some(output),
+    ))
 }
 
 /// What an execution log shows in place of a header value that may be a secret.

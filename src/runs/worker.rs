@@ -25,7 +25,7 @@ use super::outbound::{OutboundClient, OutboundConfig};
 use super::plan::{Plan, Step};
 use super::queue::{self, Event, Lease, LogWrite, Transition};
 use super::step::{self, Failure, Prepared};
-use super::Signals;
+use super::{lock, Signals};
 use crate::config::RunSettings;
 use crate::credentials::Keyring;
 use crate::db::Pool;
@@ -166,7 +166,7 @@ impl Executor {
             // Taken before the abort: an aborted run's guard removes its lease from `held`.
             // A run that finishes in between is not given back twice: release is guarded by
             // the lease, which finishing ended.
-            let abandoned: Vec<Lease> = self.lock_held().values().cloned().collect();
+            let abandoned: Vec<Lease> = lock(&self.held).values().cloned().collect();
             working.abort_all();
             while working.join_next().await.is_some() {}
             for lease in abandoned {
@@ -176,10 +176,6 @@ impl Executor {
             }
         }
         tracing::info!("workers stopped");
-    }
-
-    fn lock_held(&self) -> std::sync::MutexGuard<'_, HashMap<(uuid::Uuid, String), Lease>> {
-        lock(&self.held)
     }
 
     /// Works one claimed run until it finishes, waits for a retry, loses its lease or the
@@ -260,7 +256,7 @@ struct Registered<'a> {
 impl<'a> Registered<'a> {
     fn new(executor: &'a Executor, lease: &Lease) -> Self {
         let key = (lease.run_id, lease.token.clone());
-        executor.lock_held().insert(key, lease.clone());
+        lock(&executor.held).insert(key, lease.clone());
         Self {
             executor,
             run_id: lease.run_id,
@@ -272,9 +268,7 @@ impl<'a> Registered<'a> {
 impl Drop for Registered<'_> {
     fn drop(&mut self) {
         self.executor.signals.done(self.run_id, &self.token);
-        self.executor
-            .lock_held()
-            .remove(&(self.run_id, std::mem::take(&mut self.token)));
+        lock(&self.executor.held).remove(&(self.run_id, std::mem::take(&mut self.token)));
     }
 }
 
@@ -310,11 +304,6 @@ async fn keep_lease(executor: Arc<Executor>, lease: Lease, state: watch::Sender<
             }
         }
     }
-}
-
-/// Locks `map`; a panic while it was held leaves it usable (entries are only added and removed).
-fn lock<T>(map: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    map.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// One claimed run being worked.

@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::pagination::{Page, PageRequest};
 use super::tenancy::Tenant;
 use super::tenant_scope::{
-    clear_dependents, delete_with_dependents_in, get_for, insert_for, lock_for_delete, page_for,
+    clear_dependents, delete_locked, get_for, insert_for, lock_for_delete, page_for,
     set_if_changed, Dependents, TenantScoped,
 };
 use super::{now, ServiceError};
@@ -150,7 +150,7 @@ pub async fn delete(
     let txn = db.begin().await?;
     lock_for_delete::<flow::Entity>(&txn, tenant, id).await?;
     clear_dependents::<flow::Entity, _>(&txn, tenant, id, cascade, &runs).await?;
-    delete_with_dependents_in::<flow::Entity, _>(&txn, tenant, id, cascade, logs).await?;
+    delete_locked::<flow::Entity, _>(&txn, tenant, id, cascade, logs).await?;
     txn.commit().await?;
     Ok(())
 }

@@ -336,6 +336,18 @@ pub async fn delete_with_dependents_in<E: TenantScoped, D: TenantScoped>(
     dependents: Dependents<D>,
 ) -> Result<(), ServiceError> {
     lock_for_delete::<E>(txn, tenant, id).await?;
+    delete_locked::<E, D>(txn, tenant, id, cascade, dependents).await
+}
+
+/// [`delete_with_dependents_in`] for a row the caller locked with [`lock_for_delete`] (and
+/// perhaps cleared of other dependents with [`clear_dependents`]).
+pub async fn delete_locked<E: TenantScoped, D: TenantScoped>(
+    txn: &Transaction,
+    tenant: &Tenant,
+    id: Uuid,
+    cascade: bool,
+    dependents: Dependents<D>,
+) -> Result<(), ServiceError> {
     clear_dependents::<E, D>(txn, tenant, id, cascade, &dependents).await?;
     E::delete_for(tenant)
         .filter(E::id_column().eq(id))

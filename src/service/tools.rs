@@ -1,7 +1,10 @@
 //! Tools: the external APIs an organization calls.
 
 use entity::{action, tool};
-use sea_orm::{Condition, Set};
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ColumnTrait, Condition, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
@@ -111,7 +114,6 @@ pub async fn update(
     id: Uuid,
     changes: ToolChanges,
 ) -> Result<tool::Model, ServiceError> {
-    use sea_orm::{ColumnTrait, QueryFilter};
     let current = find(db, tenant, id).await?;
     let auth_type = changes.auth_type.as_deref().unwrap_or(&current.auth_type);
     let moved = changes
@@ -213,7 +215,6 @@ pub async fn reseal_all(
     keyring: &Keyring,
     batch: u64,
 ) -> Result<Resealed, ServiceError> {
-    use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
     let Some(first) = keyring.sealing_key_id() else {
         return Err(crate::credentials::NoSealingKey.into());
     };
@@ -242,7 +243,6 @@ async fn reseal_pass(
     first: &str,
     batch: u64,
 ) -> Result<Resealed, ServiceError> {
-    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
     let mut done = Resealed::default();
     let mut after: Option<Uuid> = None;
     loop {
@@ -260,11 +260,9 @@ async fn reseal_pass(
         };
         after = Some(last.id);
         for row in rows {
-            let (Some(key_id), Some(bytes)) = (row.credentials_key_id, row.credentials_sealed)
-            else {
+            let Some(sealed) = crate::credentials::Sealed::of_tool(&row) else {
                 continue;
             };
-            let sealed = crate::credentials::Sealed { key_id, bytes };
             let new = match Credentials::reseal(keyring, row.org_id, row.id, &sealed) {
                 Ok(Some(new)) => new,
                 Ok(None) => continue,
@@ -276,14 +274,8 @@ async fn reseal_pass(
                 }
             };
             let written = tool::Entity::update_many()
-                .col_expr(
-                    tool::Column::CredentialsKeyId,
-                    sea_orm::sea_query::Expr::value(new.key_id),
-                )
-                .col_expr(
-                    tool::Column::CredentialsSealed,
-                    sea_orm::sea_query::Expr::value(new.bytes),
-                )
+                .col_expr(tool::Column::CredentialsKeyId, Expr::value(new.key_id))
+                .col_expr(tool::Column::CredentialsSealed, Expr::value(new.bytes))
                 .filter(tool::Column::OrgId.eq(row.org_id))
                 .filter(tool::Column::Id.eq(row.id))
                 .filter(tool::Column::CredentialsKeyId.eq(sealed.key_id.clone()))

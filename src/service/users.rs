@@ -7,7 +7,7 @@ use uuid::Uuid;
 use super::pagination::{Page, PageRequest};
 use super::tenancy::{self, Role, Tenant};
 use super::tenant_scope::{
-    clear_dependents, delete_with_dependents_in, get_for, insert_for, insert_where, page_for,
+    clear_dependents, delete_locked, get_for, insert_for, insert_where, lock_for_delete, page_for,
     set_if_changed, update_returning, Dependents, TenantScoped,
 };
 use super::{conflict_on_duplicate, now, ServiceError};
@@ -211,8 +211,9 @@ pub async fn delete(
         column: execution_log::Column::UserId,
         label: "execution logs",
     };
+    lock_for_delete::<user::Entity>(&txn, tenant, id).await?;
     clear_dependents::<user::Entity, _>(&txn, tenant, id, cascade, &runs).await?;
-    delete_with_dependents_in::<user::Entity, _>(&txn, tenant, id, cascade, logs).await?;
+    delete_locked::<user::Entity, _>(&txn, tenant, id, cascade, logs).await?;
     txn.commit().await?;
     Ok(())
 }

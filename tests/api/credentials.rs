@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use crate::helpers::process::{free_port, http_with, temp_dir, wait_until_up};
 use crate::helpers::target::{Target, OAUTH_CLIENT_ID, OAUTH_CLIENT_SECRET};
-use crate::helpers::{Caller, TestApp, TEST_CREDENTIALS_KEY};
+use crate::helpers::{wait_for, Caller, TestApp, TEST_CREDENTIALS_KEY};
 use crate::on_both_backends;
 use crate::recovery::spawn;
 use crate::runs::{action, finished, flow, logs, start, workers};
@@ -363,11 +363,7 @@ on_both_backends! {
             runs.push(start(&app, &caller, flow_id, json!({})).await);
         }
         // The rotation runs while the calls, which opened credentials sealed under A, are in flight.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while target.received_at("/slow/r").len() < 5 {
-            assert!(Instant::now() < deadline, "the runs did not start");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_for("the calls to start", Duration::from_secs(20), || target.received_at("/slow/r").len() == 5).await;
         let dir = temp_dir();
         let mut rotate = crate::helpers::process::tolstoy(&dir);
         rotate.arg("rotate-credentials-key").arg("--batch").arg("2");

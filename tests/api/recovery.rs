@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use crate::helpers::process::{free_port, temp_dir, tolstoy, wait_until_up, Server};
 use crate::helpers::target::Target;
-use crate::helpers::{Caller, TestApp};
+use crate::helpers::{wait_for, Caller, TestApp};
 use crate::on_both_backends;
 use crate::runs;
 
@@ -72,14 +72,6 @@ async fn flow_with_attempts(
 async fn start(app: &TestApp, caller: &Caller, flow_id: &str) -> String {
     let run = runs::start(app, caller, flow_id, json!({})).await;
     run["id"].as_str().expect("run id").to_owned()
-}
-
-async fn wait_for<F: Fn() -> bool>(what: &str, limit: Duration, done: F) {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 on_both_backends! {

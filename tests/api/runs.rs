@@ -8,7 +8,7 @@ use poem::http::Method;
 use serde_json::{json, Value};
 
 use crate::helpers::target::{Target, SESSION_SECRET};
-use crate::helpers::{Caller, TestApp, Workers};
+use crate::helpers::{wait_for, Caller, TestApp, Workers};
 use crate::on_both_backends;
 
 /// Workers for the tests: quick polling is the default; private addresses allowed, so the
@@ -265,11 +265,7 @@ on_both_backends! {
         let flow_id = one_step_flow(&app, &caller, &target, "GET", "/slow/c?ms=20000",
             json!({"timeoutMs": 60000})).await;
         let run = start(&app, &caller, &flow_id, json!({})).await;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while target.received_at("/slow/c").is_empty() {
-            assert!(Instant::now() < deadline, "the step never started");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_for("the step to start", Duration::from_secs(10), || !target.received_at("/slow/c").is_empty()).await;
         let id = run["id"].as_str().expect("id");
         let begun = Instant::now();
         let reply = app.post_as(&caller, &format!("/runs/{id}/cancel"), &json!({})).await;
@@ -525,11 +521,7 @@ on_both_backends! {
             json!({"retry": {"maxAttempts": 3, "initialDelayMs": 30000}})).await;
         let run = start(&app, &caller, &flow_id, json!({})).await;
         let id = run["id"].as_str().expect("id");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while target.received_at("/slow/c").is_empty() {
-            assert!(Instant::now() < deadline, "the step never started");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_for("the step to start", Duration::from_secs(10), || !target.received_at("/slow/c").is_empty()).await;
         let reply = app.post_as(&caller, &format!("/runs/{id}/cancel"), &json!({})).await;
         assert_eq!(reply.status, 202, "{}", reply.text);
         let begun = Instant::now();

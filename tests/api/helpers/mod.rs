@@ -10,6 +10,16 @@ pub use database::{pooler_url, with_database, Backend, TestDb};
 pub use http::{identity, ids, next_path, Caller, TestApp, Workers, TEST_CREDENTIALS_KEY};
 
 use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// Polls `done` every 20 ms until it holds; fails the test after `limit`, naming `what`.
+pub async fn wait_for<F: Fn() -> bool>(what: &str, limit: Duration, done: F) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
 
 /// Runs `body` against a fresh app on `backend`, then drops the test database whether the body
 /// passed or panicked.
