@@ -6,9 +6,10 @@
 use std::future::Future;
 use std::time::Duration;
 
+mod postgres;
+
 use migration::{Migrator, MigratorTrait};
 use sea_orm::prelude::async_trait::async_trait;
-use sea_orm::sea_query::Values;
 use sea_orm::sqlx;
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
@@ -16,12 +17,14 @@ use sea_orm::{
     DatabaseTransaction, DbBackend, DbErr, ExecResult, QueryResult, RuntimeErr,
     SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
 };
-use sea_query_sqlx::SqlxValues;
 use tokio::sync::Mutex;
 
 use crate::config::{PoolSettings, Secret};
 
 /// The pooled connection every query of the server goes through.
+///
+/// On PostgreSQL, connections are this crate's own ([`postgres`]: sqlx connections kept by
+/// deadpool, without sqlx's ping after every statement); on SQLite, sea-orm's.
 ///
 /// Each statement gets `statement_timeout`: a request never waits on the database longer, and
 /// is answered 503 when it would.
@@ -33,9 +36,18 @@ use crate::config::{PoolSettings, Secret};
 /// Named statements would outlive the transaction on a server connection other clients share.
 #[derive(Clone, Debug)]
 pub struct Pool {
-    connection: DatabaseConnection,
+    backend: Backend,
     statement_timeout: Duration,
-    unnamed_in_transaction: bool,
+}
+
+#[derive(Clone, Debug)]
+enum Backend {
+    Postgres {
+        connections: postgres::Connections,
+        /// Statements prepared and cached per connection (`DB_STATEMENT_CACHE`).
+        persistent: bool,
+    },
+    Sqlite(DatabaseConnection),
 }
 
 impl Pool {
@@ -46,31 +58,17 @@ impl Pool {
     /// never wait for a writer, and a writer waits up to nine tenths of `statement_timeout` for
     /// its turn (`busy_timeout`) rather than failing at once with "database is locked".
     pub async fn open(url: &Secret, settings: &PoolSettings) -> Result<Self, DbErr> {
-        let mut options = ConnectOptions::new(url.expose());
-        // A little shorter than the request's deadline, so that a writer still waiting is
-        // answered by SQLite's "busy" (a 503), not cut off mid-statement.
-        let busy_timeout = settings.statement_timeout.mul_f64(0.9);
-        options.map_sqlx_sqlite_opts(move |sqlite| {
-            sqlite
-                .journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Normal)
-                .busy_timeout(busy_timeout)
-        });
-        options
-            .max_connections(settings.max_connections)
-            .min_connections(settings.min_connections)
-            .connect_timeout(settings.acquire_timeout)
-            .acquire_timeout(settings.acquire_timeout)
-            .idle_timeout(settings.idle_timeout)
-            .test_before_acquire(settings.test_before_acquire)
-            .sqlx_logging(false);
-        let connection = Database::connect(options).await?;
-        let unnamed_in_transaction =
-            !settings.statement_cache && connection.get_database_backend() == DbBackend::Postgres;
+        let backend = if DbBackend::Postgres.is_prefix_of(url.expose()) {
+            Backend::Postgres {
+                connections: postgres::open(url, settings).await?,
+                persistent: settings.statement_cache,
+            }
+        } else {
+            Backend::Sqlite(open_sqlite(url, settings).await?)
+        };
         Ok(Self {
-            connection,
+            backend,
             statement_timeout: settings.statement_timeout,
-            unnamed_in_transaction,
         })
     }
 
@@ -84,33 +82,47 @@ impl Pool {
     }
 
     async fn open_transaction(&self) -> Result<Transaction, DbErr> {
-        if self.unnamed_in_transaction {
-            let transaction = self
-                .connection
-                .get_postgres_connection_pool()
-                .begin()
-                .await
-                .map_err(|err| DbErr::Conn(RuntimeErr::SqlxError(err.into())))?;
-            Ok(Transaction::Unnamed(Mutex::new(transaction)))
-        } else {
-            let options = TransactionOptions {
-                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
-                ..Default::default()
-            };
-            Ok(Transaction::Driver(
-                self.connection.begin_with_options(options).await?,
-            ))
+        match &self.backend {
+            Backend::Postgres {
+                connections,
+                persistent,
+            } => Ok(Transaction::Postgres(Mutex::new(
+                postgres::Transaction::begin(connections, *persistent).await?,
+            ))),
+            Backend::Sqlite(connection) => {
+                let options = TransactionOptions {
+                    sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                    ..Default::default()
+                };
+                Ok(Transaction::Sqlite(
+                    connection.begin_with_options(options).await?,
+                ))
+            }
         }
     }
 
     /// One round trip to the database.
     pub async fn ping(&self) -> Result<(), DbErr> {
-        self.within_deadline(self.connection.ping()).await
+        self.within_deadline(async {
+            match &self.backend {
+                Backend::Postgres { connections, .. } => {
+                    postgres::checkout(connections).await?.ping().await
+                }
+                Backend::Sqlite(connection) => connection.ping().await,
+            }
+        })
+        .await
     }
 
     /// Closes every connection; waits for those in use to come back first.
     pub async fn close(self) -> Result<(), DbErr> {
-        self.connection.close().await
+        match self.backend {
+            Backend::Postgres { connections, .. } => {
+                postgres::close(&connections, self.statement_timeout).await;
+                Ok(())
+            }
+            Backend::Sqlite(connection) => connection.close().await,
+        }
     }
 
     /// Names of the migrations this database has not applied yet, read without DDL, so that
@@ -133,19 +145,51 @@ impl Pool {
     }
 }
 
-/// Runs `$method(statement)` on the pool: on the driver, or in a transaction of its own.
+/// sea-orm's connection to the SQLite file `url`.
+async fn open_sqlite(url: &Secret, settings: &PoolSettings) -> Result<DatabaseConnection, DbErr> {
+    let mut options = ConnectOptions::new(url.expose());
+    // A little shorter than the request's deadline, so that a writer still waiting is
+    // answered by SQLite's "busy" (a 503), not cut off mid-statement.
+    let busy_timeout = settings.statement_timeout.mul_f64(0.9);
+    options.map_sqlx_sqlite_opts(move |sqlite| {
+        sqlite
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(busy_timeout)
+    });
+    options
+        .max_connections(settings.max_connections)
+        .min_connections(settings.min_connections)
+        .connect_timeout(settings.acquire_timeout)
+        .acquire_timeout(settings.acquire_timeout)
+        .idle_timeout(settings.idle_timeout)
+        .test_before_acquire(settings.test_before_acquire)
+        .sqlx_logging(false);
+    Database::connect(options).await
+}
+
+/// Runs `$method(statement)` on the pool: on sea-orm's SQLite connection, or on a PostgreSQL
+/// connection of the pool (in a transaction of its own when statements are not cached).
 macro_rules! run_statement {
     ($pool:expr, $method:ident, $statement:expr) => {
         $pool
             .within_deadline(async {
-                if $pool.unnamed_in_transaction {
-                    // Already inside the statement's deadline.
-                    let transaction = $pool.open_transaction().await?;
-                    let answer = transaction.$method($statement).await?;
-                    transaction.commit().await?;
-                    Ok(answer)
-                } else {
-                    $pool.connection.$method($statement).await
+                match &$pool.backend {
+                    Backend::Sqlite(connection) => connection.$method($statement).await,
+                    Backend::Postgres {
+                        connections,
+                        persistent: true,
+                    } => {
+                        let mut connection = postgres::checkout(connections).await?;
+                        connection.$method(&$statement, true).await
+                    }
+                    Backend::Postgres { connections, .. } => {
+                        let mut transaction =
+                            postgres::Transaction::begin(connections, false).await?;
+                        let answer = transaction.connection().$method(&$statement, false).await?;
+                        transaction.commit().await?;
+                        Ok(answer)
+                    }
                 }
             })
             .await
@@ -155,7 +199,10 @@ macro_rules! run_statement {
 #[async_trait]
 impl ConnectionTrait for Pool {
     fn get_database_backend(&self) -> DbBackend {
-        self.connection.get_database_backend()
+        match &self.backend {
+            Backend::Postgres { .. } => DbBackend::Postgres,
+            Backend::Sqlite(connection) => connection.get_database_backend(),
+        }
     }
 
     async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
@@ -177,17 +224,17 @@ impl ConnectionTrait for Pool {
 
 /// An open transaction from [`Pool::begin`]; rolled back when dropped without `commit`.
 pub enum Transaction {
-    /// sea-orm's own, with its prepared-statement cache.
-    Driver(DatabaseTransaction),
-    /// Statements prepared unnamed on one sqlx transaction (`DB_STATEMENT_CACHE=false`).
-    Unnamed(Mutex<sqlx::Transaction<'static, sqlx::Postgres>>),
+    /// sea-orm's own, on SQLite.
+    Sqlite(DatabaseTransaction),
+    /// On one PostgreSQL connection of the pool.
+    Postgres(Mutex<postgres::Transaction>),
 }
 
 impl std::fmt::Debug for Transaction {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            Self::Driver(_) => "Transaction::Driver",
-            Self::Unnamed(_) => "Transaction::Unnamed",
+            Self::Sqlite(_) => "Transaction::Sqlite",
+            Self::Postgres(_) => "Transaction::Postgres",
         })
     }
 }
@@ -195,97 +242,52 @@ impl std::fmt::Debug for Transaction {
 impl Transaction {
     pub async fn commit(self) -> Result<(), DbErr> {
         match self {
-            Self::Driver(transaction) => transaction.commit().await,
-            Self::Unnamed(transaction) => transaction
-                .into_inner()
-                .commit()
-                .await
-                .map_err(|err| DbErr::Exec(RuntimeErr::SqlxError(err.into()))),
+            Self::Sqlite(transaction) => transaction.commit().await,
+            Self::Postgres(transaction) => transaction.into_inner().commit().await,
         }
     }
 }
 
-/// `statement` as sqlx would run it for sea-orm, but unnamed: nothing outlives the transaction.
-fn unnamed(statement: &Statement) -> sqlx::query::Query<'_, sqlx::Postgres, SqlxValues> {
-    let values = statement.values.clone().unwrap_or(Values(Vec::new()));
-    sqlx::query_with(
-        sqlx::AssertSqlSafe(statement.sql.as_str()),
-        SqlxValues(values),
-    )
-    .persistent(false)
-}
-
-fn query_err(err: sqlx::Error) -> DbErr {
-    DbErr::Query(RuntimeErr::SqlxError(err.into()))
-}
-
-fn exec_err(err: sqlx::Error) -> DbErr {
-    DbErr::Exec(RuntimeErr::SqlxError(err.into()))
+/// Runs `$method(statement)` in the transaction.
+macro_rules! in_transaction {
+    ($transaction:expr, $method:ident, $statement:expr) => {
+        match $transaction {
+            Transaction::Sqlite(transaction) => transaction.$method($statement).await,
+            Transaction::Postgres(transaction) => {
+                let mut transaction = transaction.lock().await;
+                let persistent = transaction.persistent;
+                transaction
+                    .connection()
+                    .$method(&$statement, persistent)
+                    .await
+            }
+        }
+    };
 }
 
 #[async_trait]
 impl ConnectionTrait for Transaction {
     fn get_database_backend(&self) -> DbBackend {
         match self {
-            Self::Driver(transaction) => transaction.get_database_backend(),
-            Self::Unnamed(_) => DbBackend::Postgres,
+            Self::Sqlite(transaction) => transaction.get_database_backend(),
+            Self::Postgres(_) => DbBackend::Postgres,
         }
     }
 
     async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
-        match self {
-            Self::Driver(transaction) => transaction.execute_raw(stmt).await,
-            Self::Unnamed(transaction) => {
-                let mut transaction = transaction.lock().await;
-                let done = unnamed(&stmt)
-                    .execute(&mut **transaction)
-                    .await
-                    .map_err(exec_err)?;
-                Ok(done.into())
-            }
-        }
+        in_transaction!(self, execute_raw, stmt)
     }
 
     async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
-        match self {
-            Self::Driver(transaction) => transaction.execute_unprepared(sql).await,
-            Self::Unnamed(transaction) => {
-                let mut transaction = transaction.lock().await;
-                let done = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
-                    .execute(&mut **transaction)
-                    .await
-                    .map_err(exec_err)?;
-                Ok(done.into())
-            }
-        }
+        in_transaction!(self, execute_unprepared, sql)
     }
 
     async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
-        match self {
-            Self::Driver(transaction) => transaction.query_one_raw(stmt).await,
-            Self::Unnamed(transaction) => {
-                let mut transaction = transaction.lock().await;
-                let row = unnamed(&stmt)
-                    .fetch_optional(&mut **transaction)
-                    .await
-                    .map_err(query_err)?;
-                Ok(row.map(Into::into))
-            }
-        }
+        in_transaction!(self, query_one_raw, stmt)
     }
 
     async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
-        match self {
-            Self::Driver(transaction) => transaction.query_all_raw(stmt).await,
-            Self::Unnamed(transaction) => {
-                let mut transaction = transaction.lock().await;
-                let rows = unnamed(&stmt)
-                    .fetch_all(&mut **transaction)
-                    .await
-                    .map_err(query_err)?;
-                Ok(rows.into_iter().map(Into::into).collect())
-            }
-        }
+        in_transaction!(self, query_all_raw, stmt)
     }
 }
 
