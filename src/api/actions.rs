@@ -4,15 +4,15 @@ use entity::action;
 use poem::web::Data;
 use poem::Request;
 use poem_openapi::param::{Path, Query};
-use poem_openapi::payload::Json;
 use poem_openapi::types::Example;
 use poem_openapi::{Enum, Object, OpenApi, Union};
+use serde::Serialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::body::{Fields, JsonBody, JsonObject, ReadBody};
 use super::pagination::page_request;
-use super::responses::{Created, Deleted, Listed};
+use super::responses::{Created, Deleted, Listed, Reply};
 use super::rules::{endpoint, json_object, string_or_object, text, upper_case_one_of, uuid};
 use super::timestamp::Timestamp;
 use super::ApiTags;
@@ -38,8 +38,9 @@ pub enum HttpMethod {
 }
 
 /// An action: one endpoint of a tool.
-#[derive(Object)]
+#[derive(Object, Serialize)]
 #[oai(rename = "Action", rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub struct ActionOut {
     /// Server-made UUID (version 7).
     pub id: Uuid,
@@ -266,9 +267,9 @@ impl ActionsApi {
         caller: Caller<Read>,
         /// The action's id.
         id: Path<Uuid>,
-    ) -> Result<Json<ActionOut>, ApiError> {
+    ) -> Result<Reply<ActionOut>, ApiError> {
         let row = actions::find(&state.db, &caller.tenant, id.0).await?;
-        Ok(Json(row.into()))
+        Ok(Reply(row.into()))
     }
 
     /// Update an action (partial).
@@ -280,9 +281,9 @@ impl ActionsApi {
         /// The action's id.
         id: Path<Uuid>,
         body: JsonBody<ActionUpdate>,
-    ) -> Result<Json<ActionOut>, ApiError> {
+    ) -> Result<Reply<ActionOut>, ApiError> {
         let row = actions::update(&state.db, &caller.tenant, id.0, body.0).await?;
-        Ok(Json(row.into()))
+        Ok(Reply(row.into()))
     }
 
     /// Delete an action.

@@ -6,15 +6,15 @@ use entity::api_key;
 use poem::web::Data;
 use poem::Request;
 use poem_openapi::param::{Path, Query};
-use poem_openapi::payload::Json;
 use poem_openapi::types::Example;
 use poem_openapi::{Object, OpenApi};
+use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
 
 use super::body::{Fields, JsonBody, ReadBody};
 use super::pagination::page_request;
-use super::responses::{Created, Deleted, Listed};
+use super::responses::{Created, Deleted, Listed, Reply};
 use super::rules::{role, text, uuid, RoleName};
 use super::timestamp::Timestamp;
 use super::ApiTags;
@@ -24,8 +24,9 @@ use crate::service::api_keys::{self, NewApiKey};
 use crate::state::AppState;
 
 /// An API key, as stored: everything but the key itself.
-#[derive(Object)]
+#[derive(Object, Serialize)]
 #[oai(rename = "ApiKey", rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub struct ApiKeyOut {
     /// Server-made UUID (version 7).
     pub id: Uuid,
@@ -73,13 +74,15 @@ impl From<api_key::Model> for ApiKeyOut {
 }
 
 /// A new API key, with the key itself: this is the only time it is shown.
-#[derive(Object)]
+#[derive(Object, Serialize)]
 #[oai(rename = "CreatedApiKey", rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub struct CreatedApiKeyOut {
     /// The key: send it as `Authorization: Bearer <key>`. It is not stored and never shown
     /// again.
     pub key: String,
     #[oai(flatten)]
+    #[serde(flatten)]
     pub stored: ApiKeyOut,
 }
 
@@ -199,9 +202,9 @@ impl ApiKeysApi {
         caller: Caller<Read>,
         /// The key's id.
         id: Path<Uuid>,
-    ) -> Result<Json<ApiKeyOut>, ApiError> {
+    ) -> Result<Reply<ApiKeyOut>, ApiError> {
         let row = api_keys::find(&state.db, &caller.tenant, id.0).await?;
-        Ok(Json(row.into()))
+        Ok(Reply(row.into()))
     }
 
     /// Revoke an API key: from the next request on it answers 401.

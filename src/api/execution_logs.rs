@@ -4,15 +4,15 @@ use entity::execution_log;
 use poem::web::Data;
 use poem::Request;
 use poem_openapi::param::{Path, Query};
-use poem_openapi::payload::Json;
 use poem_openapi::types::Example;
 use poem_openapi::{Enum, Object, OpenApi};
+use serde::Serialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::body::{Fields, JsonBody, JsonObject, ReadBody};
 use super::pagination::page_request;
-use super::responses::{Created, Deleted, Listed};
+use super::responses::{Created, Deleted, Listed, Reply};
 use super::rules::{any_json, enum_text, json_object, one_of, text, uuid};
 use super::timestamp::Timestamp;
 use super::ApiTags;
@@ -39,8 +39,9 @@ pub enum ExecutionStatus {
 }
 
 /// An execution log: one step of one run of a flow.
-#[derive(Object)]
+#[derive(Object, Serialize)]
 #[oai(rename = "ExecutionLog", rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub struct ExecutionLogOut {
     /// Server-made UUID (version 7).
     pub id: Uuid,
@@ -298,9 +299,9 @@ impl ExecutionLogsApi {
         caller: Caller<Read>,
         /// The execution log's id.
         id: Path<Uuid>,
-    ) -> Result<Json<ExecutionLogOut>, ApiError> {
+    ) -> Result<Reply<ExecutionLogOut>, ApiError> {
         let row = execution_logs::find(&state.db, &caller.tenant, id.0).await?;
-        Ok(Json(row.into()))
+        Ok(Reply(row.into()))
     }
 
     /// Update an execution log (partial).
@@ -316,9 +317,9 @@ impl ExecutionLogsApi {
         /// The execution log's id.
         id: Path<Uuid>,
         body: JsonBody<ExecutionLogUpdate>,
-    ) -> Result<Json<ExecutionLogOut>, ApiError> {
+    ) -> Result<Reply<ExecutionLogOut>, ApiError> {
         let row = execution_logs::update(&state.db, &caller.tenant, id.0, body.0).await?;
-        Ok(Json(row.into()))
+        Ok(Reply(row.into()))
     }
 
     /// Delete an execution log.

@@ -4,15 +4,15 @@ use entity::flow;
 use poem::web::Data;
 use poem::Request;
 use poem_openapi::param::{Path, Query};
-use poem_openapi::payload::Json;
 use poem_openapi::types::Example;
 use poem_openapi::{Object, OpenApi};
+use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
 
 use super::body::{Fields, JsonBody, ReadBody};
 use super::pagination::page_request;
-use super::responses::{Created, Deleted, Listed};
+use super::responses::{Created, Deleted, Listed, Reply};
 use super::rules::{steps, text, version};
 use super::timestamp::Timestamp;
 use super::ApiTags;
@@ -22,8 +22,9 @@ use crate::service::flows::{self, FlowChanges, NewFlow};
 use crate::state::AppState;
 
 /// A flow: a versioned workflow definition.
-#[derive(Object)]
+#[derive(Object, Serialize)]
 #[oai(rename = "Flow", rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub struct FlowOut {
     /// Server-made UUID (version 7).
     pub id: Uuid,
@@ -215,9 +216,9 @@ impl FlowsApi {
         caller: Caller<Read>,
         /// The flow's id.
         id: Path<Uuid>,
-    ) -> Result<Json<FlowOut>, ApiError> {
+    ) -> Result<Reply<FlowOut>, ApiError> {
         let row = flows::find(&state.db, &caller.tenant, id.0).await?;
-        Ok(Json(row.into()))
+        Ok(Reply(row.into()))
     }
 
     /// Update a flow (partial).
@@ -233,9 +234,9 @@ impl FlowsApi {
         /// The flow's id.
         id: Path<Uuid>,
         body: JsonBody<FlowUpdate>,
-    ) -> Result<Json<FlowOut>, ApiError> {
+    ) -> Result<Reply<FlowOut>, ApiError> {
         let row = flows::update(&state.db, &caller.tenant, id.0, body.0).await?;
-        Ok(Json(row.into()))
+        Ok(Reply(row.into()))
     }
 
     /// Delete a flow.

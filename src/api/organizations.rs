@@ -4,14 +4,14 @@ use entity::organization;
 use poem::web::Data;
 use poem::Request;
 use poem_openapi::param::{Path, Query};
-use poem_openapi::payload::Json;
 use poem_openapi::types::Example;
 use poem_openapi::{Object, OpenApi};
+use serde::Serialize;
 use uuid::Uuid;
 
 use super::body::{Fields, JsonBody, ReadBody};
 use super::pagination::page_request;
-use super::responses::{Created, Deleted, Listed};
+use super::responses::{Created, Deleted, Listed, Reply};
 use super::rules::text;
 use super::timestamp::Timestamp;
 use super::ApiTags;
@@ -22,8 +22,9 @@ use crate::service::organizations::{self, NewOrganization, OrganizationChanges};
 use crate::state::AppState;
 
 /// An organization: the tenant that owns users, tools, actions, flows and execution logs.
-#[derive(Object)]
+#[derive(Object, Serialize)]
 #[oai(rename = "Organization", rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub struct OrganizationOut {
     /// Server-made UUID (version 7).
     pub id: Uuid,
@@ -177,10 +178,10 @@ impl OrganizationsApi {
         caller: PlatformCaller,
         /// The organization's id.
         id: Path<Uuid>,
-    ) -> Result<Json<OrganizationOut>, ApiError> {
+    ) -> Result<Reply<OrganizationOut>, ApiError> {
         caller.may_act_on(id.0, Role::Viewer)?;
         let row = organizations::find(&state.db, id.0).await?;
-        Ok(Json(row.into()))
+        Ok(Reply(row.into()))
     }
 
     /// Update an organization (partial).
@@ -200,10 +201,10 @@ impl OrganizationsApi {
         /// The organization's id.
         id: Path<Uuid>,
         body: JsonBody<OrganizationUpdate>,
-    ) -> Result<Json<OrganizationOut>, ApiError> {
+    ) -> Result<Reply<OrganizationOut>, ApiError> {
         caller.may_act_on(id.0, Role::Admin)?;
         let row = organizations::update(&state.db, id.0, body.0).await?;
-        Ok(Json(row.into()))
+        Ok(Reply(row.into()))
     }
 
     /// Delete an organization.

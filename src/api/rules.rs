@@ -167,8 +167,9 @@ pub fn role(value: Value) -> Result<Role, String> {
 }
 
 /// What a user or an API key may do, on the wire; see [`Role`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Enum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Enum, serde::Serialize)]
 #[oai(rename = "Role", rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
 pub enum RoleName {
     /// Also gives and takes `owner`, and deletes the organization.
     Owner,

@@ -8,15 +8,16 @@ use futures_util::stream::{self, BoxStream, StreamExt};
 use poem::web::Data;
 use poem::Request;
 use poem_openapi::param::{Header, Path, Query};
-use poem_openapi::payload::{EventStream, Json};
+use poem_openapi::payload::EventStream;
 use poem_openapi::types::Example;
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
+use serde::Serialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::body::{Fields, JsonBody, JsonObject, ReadBody};
 use super::pagination::page_request;
-use super::responses::Listed;
+use super::responses::{Listed, Reply};
 use super::rules::{enum_text, json_object};
 use super::timestamp::Timestamp;
 use super::ApiTags;
@@ -48,8 +49,9 @@ pub enum RunStatus {
 }
 
 /// A run of a flow.
-#[derive(Object)]
+#[derive(Object, Serialize)]
 #[oai(rename = "Run", rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub struct RunOut {
     /// Server-made UUID (version 7).
     pub id: Uuid,
@@ -182,13 +184,13 @@ pub enum Accepted {
     /// Queued (or, for a repeated `Idempotency-Key`, the run the first request started);
     /// `Location` is the run's URL.
     #[oai(status = 202)]
-    Accepted(Json<RunOut>, #[oai(header = "Location")] String),
+    Accepted(Reply<RunOut>, #[oai(header = "Location")] String),
 }
 
 impl Accepted {
     fn run(row: run::Model) -> Self {
         let location = format!("/runs/{}", row.id);
-        Self::Accepted(Json(row.into()), location)
+        Self::Accepted(Reply(row.into()), location)
     }
 }
 
@@ -260,9 +262,9 @@ impl RunsApi {
         caller: Caller<Read>,
         /// The run's id.
         id: Path<Uuid>,
-    ) -> Result<Json<RunOut>, ApiError> {
+    ) -> Result<Reply<RunOut>, ApiError> {
         let row = runs::find(&state.db, &caller.tenant, id.0).await?;
-        Ok(Json(row.into()))
+        Ok(Reply(row.into()))
     }
 
     /// Cancel a run: a queued one at once; a running one stops before its next step and its

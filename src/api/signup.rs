@@ -3,6 +3,7 @@
 use poem::web::Data;
 use poem_openapi::types::Example;
 use poem_openapi::{Object, OpenApi};
+use serde::Serialize;
 
 use super::api_keys::CreatedApiKeyOut;
 use super::body::{Fields, JsonBody, ReadBody};
@@ -99,8 +100,9 @@ impl ReadBody for SignupIn {
 }
 
 /// What a sign-up made. `apiKey.key` is the owner key, shown only here.
-#[derive(Object)]
+#[derive(Object, Serialize)]
 #[oai(rename = "SignedUp", rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub struct SignedUpOut {
     /// The new organization.
     pub organization: OrganizationOut,

@@ -4,14 +4,14 @@ use entity::tool;
 use poem::web::Data;
 use poem::Request;
 use poem_openapi::param::{Path, Query};
-use poem_openapi::payload::Json;
 use poem_openapi::types::Example;
 use poem_openapi::{Enum, Object, OpenApi};
+use serde::Serialize;
 use uuid::Uuid;
 
 use super::body::{Fields, JsonBody, JsonObject, ReadBody};
 use super::pagination::page_request;
-use super::responses::{Created, Deleted, Listed};
+use super::responses::{Created, Deleted, Listed, Reply};
 use super::rules::{credentials_object, http_url, one_of, text};
 use super::timestamp::Timestamp;
 use super::ApiTags;
@@ -32,8 +32,9 @@ pub enum AuthType {
 }
 
 /// A tool: an external API the organization calls.
-#[derive(Object)]
+#[derive(Object, Serialize)]
 #[oai(rename = "Tool", rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub struct ToolOut {
     /// Server-made UUID (version 7).
     pub id: Uuid,
@@ -227,9 +228,9 @@ impl ToolsApi {
         caller: Caller<Read>,
         /// The tool's id.
         id: Path<Uuid>,
-    ) -> Result<Json<ToolOut>, ApiError> {
+    ) -> Result<Reply<ToolOut>, ApiError> {
         let row = tools::find(&state.db, &caller.tenant, id.0).await?;
-        Ok(Json(row.into()))
+        Ok(Reply(row.into()))
     }
 
     /// Update a tool (partial).
@@ -241,9 +242,9 @@ impl ToolsApi {
         /// The tool's id.
         id: Path<Uuid>,
         body: JsonBody<ToolUpdate>,
-    ) -> Result<Json<ToolOut>, ApiError> {
+    ) -> Result<Reply<ToolOut>, ApiError> {
         let row = tools::update(&state.db, &state.keyring, &caller.tenant, id.0, body.0).await?;
-        Ok(Json(row.into()))
+        Ok(Reply(row.into()))
     }
 
     /// Delete a tool.

@@ -4,14 +4,14 @@ use entity::user;
 use poem::web::Data;
 use poem::Request;
 use poem_openapi::param::{Path, Query};
-use poem_openapi::payload::Json;
 use poem_openapi::types::Example;
 use poem_openapi::{Object, OpenApi};
+use serde::Serialize;
 use uuid::Uuid;
 
 use super::body::{Fields, JsonBody, ReadBody};
 use super::pagination::page_request;
-use super::responses::{Created, Deleted, Listed};
+use super::responses::{Created, Deleted, Listed, Reply};
 use super::rules::{email, role, text, RoleName};
 use super::timestamp::Timestamp;
 use super::ApiTags;
@@ -21,8 +21,9 @@ use crate::service::users::{self, NewUser, UserChanges};
 use crate::state::AppState;
 
 /// A user of an organization.
-#[derive(Object)]
+#[derive(Object, Serialize)]
 #[oai(rename = "User", rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub struct UserOut {
     /// Server-made UUID (version 7).
     pub id: Uuid,
@@ -199,9 +200,9 @@ impl UsersApi {
         caller: Caller<Read>,
         /// The user's id.
         id: Path<Uuid>,
-    ) -> Result<Json<UserOut>, ApiError> {
+    ) -> Result<Reply<UserOut>, ApiError> {
         let row = users::find(&state.db, &caller.tenant, id.0).await?;
-        Ok(Json(row.into()))
+        Ok(Reply(row.into()))
     }
 
     /// Update a user (partial).
@@ -213,9 +214,9 @@ impl UsersApi {
         /// The user's id.
         id: Path<Uuid>,
         body: JsonBody<UserUpdate>,
-    ) -> Result<Json<UserOut>, ApiError> {
+    ) -> Result<Reply<UserOut>, ApiError> {
         let row = users::update(&state.db, &caller.tenant, id.0, body.0).await?;
-        Ok(Json(row.into()))
+        Ok(Reply(row.into()))
     }
 
     /// Delete a user.
