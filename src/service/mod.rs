@@ -8,6 +8,7 @@ pub mod organizations;
 pub mod pagination;
 pub mod runs;
 pub mod signup;
+mod statement_cache;
 pub mod tenancy;
 pub mod tenant_scope;
 pub mod tools;

@@ -30,6 +30,18 @@ pub struct Page<T> {
 }
 
 impl<T> Page<T> {
+    /// The page of `limit` rows out of `items`, read with one more than `limit` to learn
+    /// whether a next page exists.
+    pub fn of(mut items: Vec<T>, limit: u64, id_of: impl Fn(&T) -> Uuid) -> Self {
+        let next = if items.len() as u64 > limit {
+            items.truncate(limit as usize);
+            items.last().map(id_of)
+        } else {
+            None
+        };
+        Self { items, next }
+    }
+
     pub fn map<U>(self, f: impl FnMut(T) -> U) -> Page<U> {
         Page {
             items: self.items.into_iter().map(f).collect(),
@@ -55,16 +67,10 @@ where
         Some(after) => select.filter(id_column.lt(after)),
         None => select,
     };
-    let mut items = select
+    let items = select
         .order_by_desc(id_column)
         .limit(page.limit + 1)
         .all(db)
         .await?;
-    let next = if items.len() as u64 > page.limit {
-        items.truncate(page.limit as usize);
-        items.last().map(&id_of)
-    } else {
-        None
-    };
-    Ok(Page { items, next })
+    Ok(Page::of(items, page.limit, id_of))
 }

@@ -10,11 +10,13 @@ use entity::{action, api_key, execution_log, flow, run, tool, user};
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
     ActiveModelTrait, ActiveValue, ColumnTrait, Condition, ConnectionTrait, DbErr, DeleteMany,
-    EntityTrait, Iterable, PaginatorTrait, QueryFilter, QuerySelect, Select, UpdateMany, Value,
+    EntityTrait, Iterable, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Select,
+    UpdateMany, Value,
 };
 use uuid::Uuid;
 
 use super::pagination::{fetch_page, Page, PageRequest};
+use super::statement_cache::{self, Bindings, Shape};
 use super::tenancy::{self, refusal_or, Tenant};
 use super::{conflict_on_reference, ServiceError};
 use crate::db::{Pool, Transaction};
@@ -107,21 +109,57 @@ pub async fn get_for<E: TenantScoped>(
     tenant: &Tenant,
     id: Uuid,
 ) -> Result<E::Model, ServiceError> {
-    match E::find_one_for(tenant, id).one(db).await? {
+    let backend = db.get_database_backend();
+    let shape = Shape::new("one", E::NAME, backend, tenant);
+    let bindings = Bindings {
+        id: Some(id),
+        limit: None,
+    };
+    let statement = statement_cache::statement(shape, backend, tenant, bindings, |tenant, b| {
+        E::find_one_for(tenant, b.id.unwrap_or_default())
+    });
+    match E::find().from_raw_sql(statement).one(db).await? {
         Some(row) => Ok(row),
         None => Err(refusal_or(db, tenant, ServiceError::NotFound(E::NAME)).await),
     }
 }
 
-/// One page of the tenant's rows that meet `condition`, newest first.
+/// One page of the tenant's rows that meet `condition`, newest first. Without a condition (the
+/// plain list of a resource) the statement comes from the [`statement_cache`].
 pub async fn page_for<E: TenantScoped>(
     db: &Pool,
     tenant: &Tenant,
     condition: Condition,
     page: PageRequest,
 ) -> Result<Page<E::Model>, ServiceError> {
-    let rows = E::find_for(tenant).filter(condition);
-    let page = fetch_page(db, rows, E::id_column(), E::id_of, page).await?;
+    let page = if condition.is_empty() {
+        let backend = db.get_database_backend();
+        let query = if page.after.is_some() {
+            "page after"
+        } else {
+            "page"
+        };
+        let shape = Shape::new(query, E::NAME, backend, tenant);
+        let bindings = Bindings {
+            id: page.after,
+            limit: Some(page.limit + 1),
+        };
+        let statement =
+            statement_cache::statement(shape, backend, tenant, bindings, |tenant, b| {
+                let rows = E::find_for(tenant);
+                let rows = match b.id {
+                    Some(after) => rows.filter(E::id_column().lt(after)),
+                    None => rows,
+                };
+                rows.order_by_desc(E::id_column())
+                    .limit(b.limit.unwrap_or_default())
+            });
+        let rows = E::find().from_raw_sql(statement).all(db).await?;
+        Page::of(rows, page.limit, E::id_of)
+    } else {
+        let rows = E::find_for(tenant).filter(condition);
+        fetch_page(db, rows, E::id_column(), E::id_of, page).await?
+    };
     if page.items.is_empty() {
         tenancy::require_role(db, tenant).await?;
     }
