@@ -27,8 +27,16 @@ SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
 ADMIN_URL = os.environ["TEST_DATABASE_URL"]
 POSTGRES_LOG = os.environ["TEST_POSTGRES_LOG"]
 LUA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "wrk")
-CONNECTIONS = 16  # wrk connections = pgbench clients = the server's pool size
+CONNECTIONS = 32  # wrk connections
+POOL = 16  # the database connections of each server (ours and the ceiling) = pgbench clients
 THREADS = 2  # the machine's cores
+# The minimal server of bench/ceiling (bench/run.sh builds it): what the read paths could reach.
+CEILING_BINARY = os.environ.get("BENCH_CEILING_BINARY")
+# Rounds of the comparison with it: ceiling, baseline, this build, ceiling, … (each SECONDS
+# long, per scenario), medians reported.
+RATIO_ROUNDS = int(os.environ.get("BENCH_RATIO_ROUNDS", "3"))
+# The scenarios the ceiling serves too.
+RATIO_SCENARIOS = ("GET /tools/{id}", "GET /tools?limit=100", "GET /health")
 ORGS, USERS, TOOLS, FLOWS, LOGS = 10, 10, 100, 20, 1000
 DATABASE = "tolstoy_bench"
 # The requests whose SQL is counted and replayed by pgbench: the ceilings.
@@ -61,8 +69,8 @@ class Server:
         environment = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DIRECT_URL")}
         # Headers mode (a key is accepted in it too, and wins): every scenario and the key
         # comparison run against the same server.
-        environment.update(DATABASE_URL=url, PORT=str(self.port), RUST_LOG="warn",
-                           DB_MAX_CONNECTIONS=str(CONNECTIONS), AUTH_MODE="headers", **env)
+        environment.update({"DATABASE_URL": url, "PORT": str(self.port), "RUST_LOG": "warn",
+                            "DB_MAX_CONNECTIONS": str(POOL), "AUTH_MODE": "headers", **env})
         self.process = subprocess.Popen([binary, "serve", "--migrate"], env=environment,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.base = f"http://127.0.0.1:{self.port}"
@@ -89,6 +97,24 @@ class Server:
     def stop(self):
         self.process.terminate()
         self.process.wait(30)
+
+
+class Ceiling(Server):
+    """bench/ceiling on `url`: hyper + tokio-postgres, the same SQL, the same pool size."""
+
+    def __init__(self, url):
+        self.port = free_port()
+        environment = dict(os.environ, DATABASE_URL=url, PORT=str(self.port), POOL=str(POOL))
+        self.process = subprocess.Popen([CEILING_BINARY], env=environment,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.base = f"http://127.0.0.1:{self.port}"
+        for _ in range(200):
+            try:
+                Client(self).call("GET", "/health")
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("the ceiling did not start")
 
 
 def free_port():
@@ -314,7 +340,7 @@ def pgbench_script(url, statements, name):
 
 def pgbench(url, script, seconds=SECONDS):
     """pgbench exits non-zero when a transaction fails, so a result has no errors."""
-    out, load, machine = run_measuring_cpu(["pgbench", "-n", "-M", "prepared", "-c", str(CONNECTIONS), "-j", str(THREADS),
+    out, load, machine = run_measuring_cpu(["pgbench", "-n", "-M", "prepared", "-c", str(POOL), "-j", str(THREADS),
                                    "-T", str(seconds), "-f", script, url], seconds, {})
     tps = float(re.search(r"tps = ([\d.]+) \(without initial connection time\)", out).group(1))
     latency = float(re.search(r"latency average = ([\d.]+) ms", out).group(1))
@@ -337,6 +363,51 @@ def load_scenarios(server, tenant, log_flow):
          {"BENCH_PATH": f"/execution-logs?flowId={log_flow}&limit=50"}),
         ("GET /health", "get.lua", {"BENCH_PATH": "/health"}),
     ]
+
+
+def measure_ratios(url, tenant, servers):
+    """`servers` (label -> Server), the ceiling first, on the scenarios the ceiling serves,
+    RATIO_ROUNDS rounds alternating; returns results by label, scenario, round."""
+    scenarios = [s for s in load_scenarios(None, tenant, tenant["flows"][0]) if s[0] in RATIO_SCENARIOS]
+    results = {label: {name: [] for name, _, _ in scenarios} for label in servers}
+    for n in range(1, RATIO_ROUNDS + 1):
+        for name, script, env in scenarios:
+            for label, server in servers.items():
+                server.reset_peak()
+                result = wrk(server, script, tenant, **env)
+                result["peak"] = server.memory("VmHWM")
+                results[label][name].append(result)
+                say(f"ratio round {n}: {label}: {name}: {result['rps']:.0f} req/s, p99 {result['p99']:.2f} ms, "
+                    f"{result['errors']} errors")
+    return results
+
+
+def print_ratios(results):
+    labels = list(results)
+    ceiling = labels[0]
+    rounds = len(next(iter(results[ceiling].values())))
+    print(f"\n### Against the ceiling (bench/ceiling; {THREADS} wrk threads, {CONNECTIONS} connections, "
+          f"pool {POOL}, {SECONDS} s each, {rounds} rounds alternating, medians)\n")
+    row("scenario", "server", "req/s", "p50 ms", "p99 ms", "errors", "CPU µs per request: server", "PostgreSQL",
+        "of the ceiling's req/s")
+    row(*["---"] * 9)
+    for name in results[ceiling]:
+        top = median_of(results[ceiling][name], "rps")
+        for label in labels:
+            runs = results[label][name]
+            cpu = [per_request(r) for r in runs]
+            rps = median_of(runs, "rps")
+            row(name, label, f"{rps:.0f}", f"{median_of(runs, 'p50'):.2f}", f"{median_of(runs, 'p99'):.2f}",
+                sum(r["errors"] for r in runs), f"{median_of(cpu, 'server'):.0f}", f"{median_of(cpu, 'postgres'):.0f}",
+                f"{rps / top:.0%}")
+    print("\nEach round (req/s, and the fraction of the ceiling's in the same round):\n")
+    row("scenario", "round", *labels)
+    row(*["---"] * (2 + len(labels)))
+    for name in results[ceiling]:
+        for n in range(rounds):
+            top = results[ceiling][name][n]["rps"]
+            row(name, n + 1, *(f"{results[label][name][n]['rps']:.0f} ({results[label][name][n]['rps'] / top:.0%})"
+                               for label in labels))
 
 
 def measure_load(label, server, tenant):
@@ -369,12 +440,7 @@ def grow_execution_logs(url, tenant, flow, total):
 
 def builds():
     """What is measured, oldest first: each optimisation beside the build before it."""
-    measured = []
-    if BASELINE_BINARY:
-        measured += [
-            (f"{BASELINE_REV}, ping before each statement", BASELINE_BINARY, {"DB_TEST_BEFORE_ACQUIRE": "true"}),
-            (f"{BASELINE_REV}", BASELINE_BINARY, {}),
-        ]
+    measured = [(f"{BASELINE_REV}", BASELINE_BINARY, {})] if BASELINE_BINARY else []
     return measured + [("this build", BINARY, {})]
 
 
@@ -600,6 +666,19 @@ def main():
                 f"{sql[name]['ceiling']['latency']:.2f} ms average")
     # `server`, `results`, `idle` and `after` are those of the last build, this one.
 
+    # Against the ceiling: the ceiling, the baseline and this build, alternating.
+    ratios = None
+    if CEILING_BINARY:
+        # At the default log level, info (one line per request), as users run it; the ceiling
+        # logs nothing.
+        contenders = {"ceiling": Ceiling(url)}
+        if BASELINE_BINARY:
+            contenders[BASELINE_REV] = Server(url, BASELINE_BINARY, RUST_LOG="info")
+        contenders["this build"] = Server(url, BINARY, RUST_LOG="info")
+        ratios = measure_ratios(url, tenant, contenders)
+        for contender in contenders.values():
+            contender.stop()
+
     # Key lookup: the same tenant request with the headers and with an API key, this build.
     keys = key_lookup(url, server, tenant)
 
@@ -615,6 +694,8 @@ def main():
         say(f"scaling: {total} rows: p50 {result['p50']:.2f} ms, p99 {result['p99']:.2f} ms")
     server.stop()
 
+    if ratios:
+        print_ratios(ratios)
     print(f"\n### Load ({THREADS} wrk threads, {CONNECTIONS} connections, {SECONDS} s each)\n")
     row("scenario", "build", "req/s", "p50 ms", "p99 ms", "errors", "peak RSS MiB", "pgbench ceiling tps",
         "of ceiling")

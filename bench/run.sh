@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The benchmark, one command: bench/run.sh [seconds per scenario, default 10]
 #
-# Builds the release binary and the baseline's (BENCH_BASELINE), starts a throwaway PostgreSQL
+# Builds the release binary, the baseline's (BENCH_BASELINE, or BENCH_BASELINE_BINARY when
+# already built) and the ceiling (bench/ceiling), starts a throwaway PostgreSQL
 # cluster (pg_stat_statements and auto_explain loaded), and hands over to bench/bench.py, which
 # starts each build on one fresh database seeded through the API, drives each scenario with wrk,
 # runs pgbench with the server's own SQL beside it, compares a tenant request made with an API
@@ -16,9 +17,12 @@ command -v wrk >/dev/null || { log "wrk not found: apt-get install wrk"; exit 1;
 command -v pgbench >/dev/null || { log "pgbench not found: apt-get install postgresql-contrib or postgresql"; exit 1; }
 # The commit before the latest optimisation (one statement per tenant request), measured in the
 # same run; BENCH_BASELINE= (empty) measures this build alone.
-BENCH_BASELINE="${BENCH_BASELINE-abb5ea6}"
+BENCH_BASELINE="${BENCH_BASELINE-1635afa}"
 target="$(realpath -m "${CARGO_TARGET_DIR:-target}")"
-if [ -n "$BENCH_BASELINE" ]; then
+if [ -n "${BENCH_BASELINE_BINARY:-}" ]; then
+  log "baseline: $BENCH_BASELINE_BINARY, already built"
+  export BENCH_BASELINE_BINARY BENCH_BASELINE_REV="$BENCH_BASELINE"
+elif [ -n "$BENCH_BASELINE" ]; then
   log "release build of $BENCH_BASELINE, the baseline"
   # A fixed path, so that cargo reuses its artifacts from one run to the next.
   baseline_src="$target/bench-baseline-src"
@@ -33,6 +37,9 @@ if [ -n "$BENCH_BASELINE" ]; then
 fi
 log "release build"
 cargo build --release --quiet --bin tolstoy
+log "release build of the ceiling (bench/ceiling: hyper + tokio-postgres, the least a server must do)"
+CARGO_TARGET_DIR="$target/ceiling" cargo build --release --quiet --manifest-path bench/ceiling/Cargo.toml
+export BENCH_CEILING_BINARY="$target/ceiling/release/ceiling"
 unset TEST_DATABASE_URL
 # auto_explain is off (its default) until bench.py turns it on (ALTER SYSTEM, which a -c here
 # would override) for the few requests whose plans it shows.
