@@ -69,8 +69,11 @@ class Server:
         environment = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DIRECT_URL")}
         # Headers mode (a key is accepted in it too, and wins): every scenario and the key
         # comparison run against the same server.
+        # WORKERS=0: an API-only process, so that the statement log holds the requests' SQL
+        # alone, not the executor's polls of the queue.
         environment.update({"DATABASE_URL": url, "PORT": str(self.port), "RUST_LOG": "warn",
-                            "DB_MAX_CONNECTIONS": str(POOL), "AUTH_MODE": "headers", **env})
+                            "DB_MAX_CONNECTIONS": str(POOL), "AUTH_MODE": "headers", "WORKERS": "0",
+                            **env})
         self.process = subprocess.Popen([binary, "serve", "--migrate"], env=environment,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.base = f"http://127.0.0.1:{self.port}"
