@@ -2,15 +2,15 @@
 
 use entity::{execution_log, flow, run};
 use sea_orm::sea_query::{Expr, ExprTrait};
-use sea_orm::{ColumnTrait, Condition, QueryFilter, Set};
+use sea_orm::{ColumnTrait, Condition, ConnectionTrait, QueryFilter, Set};
 use serde_json::Value;
 use uuid::Uuid;
 
 use super::pagination::{Page, PageRequest};
 use super::tenancy::Tenant;
 use super::tenant_scope::{
-    clear_dependents, delete_locked, get_for, insert_for, lock_for_delete, page_for,
-    set_if_changed, Dependents, TenantScoped,
+    clear_dependents, delete_locked, get_for, insert_for, lock_for_delete, lock_for_update,
+    page_for, set_if_changed, Dependents, TenantScoped,
 };
 use super::{now, ServiceError};
 use crate::db::Pool;
@@ -62,46 +62,40 @@ pub async fn list(
     page_for::<flow::Entity>(db, tenant, Condition::all(), page).await
 }
 
-/// How often an update without a precondition reads the flow again after a concurrent update
-/// changed it between the read and the write.
-const ATTEMPTS_WITHOUT_PRECONDITION: usize = 8;
-
 /// Applies `changes`. With `expected_version`, a concurrent update in between is a 409. Without
-/// it the caller asked for no precondition, so losing that race is not the caller's conflict:
-/// the flow is read again and the change applied to what is there now.
+/// it the caller asked for no precondition, so a concurrent update is not the caller's conflict:
+/// the flow is locked while the change is computed and written, and concurrent writers take
+/// turns (none is lost, none gets a 409, however many there are).
 pub async fn update(
     db: &Pool,
     tenant: &Tenant,
     id: Uuid,
     changes: FlowChanges,
 ) -> Result<flow::Model, ServiceError> {
-    if changes.expected_version.is_some() {
-        return update_once(db, tenant, id, changes).await;
-    }
-    for _ in 1..ATTEMPTS_WITHOUT_PRECONDITION {
-        match update_once(db, tenant, id, changes.clone()).await {
-            Err(ServiceError::Conflict(_)) => continue,
-            done => return done,
-        }
-    }
-    update_once(db, tenant, id, changes).await
-}
-
-/// One read-compare-write. A change to `name` or `steps` adds 1 to the version, in the same
-/// UPDATE that checks the version it was computed from: of concurrent writes from one version,
-/// one wins and the others get a conflict, so none is silently lost.
-async fn update_once(
-    db: &Pool,
-    tenant: &Tenant,
-    id: Uuid,
-    changes: FlowChanges,
-) -> Result<flow::Model, ServiceError> {
-    let current = find(db, tenant, id).await?;
     if let Some(expected) = changes.expected_version {
+        let current = find(db, tenant, id).await?;
         if expected != current.version {
             return Err(stale(expected, current.version));
         }
+        return apply(db, tenant, id, current, changes).await;
     }
+    let txn = db.begin().await?;
+    let current = lock_for_update::<flow::Entity>(&txn, tenant, id).await?;
+    let updated = apply(&txn, tenant, id, current, changes).await?;
+    txn.commit().await?;
+    Ok(updated)
+}
+
+/// Writes `changes` over `current`. A change to `name` or `steps` adds 1 to the version, in the
+/// same UPDATE that checks the version it was computed from: of concurrent writes from one
+/// version, one wins and the others get a conflict, so none is silently lost.
+async fn apply(
+    db: &impl ConnectionTrait,
+    tenant: &Tenant,
+    id: Uuid,
+    current: flow::Model,
+    changes: FlowChanges,
+) -> Result<flow::Model, ServiceError> {
     let mut row: flow::ActiveModel = Default::default();
     let changed = set_if_changed(&mut row.name, &current.name, changes.name)
         | set_if_changed(&mut row.steps, &current.steps, changes.steps);
@@ -121,7 +115,7 @@ async fn update_once(
     match updated.pop() {
         Some(row) => Ok(row),
         None => {
-            let stored = find(db, tenant, id).await?;
+            let stored = get_for::<flow::Entity>(db, tenant, id).await?;
             Err(stale(
                 changes.expected_version.unwrap_or(current.version),
                 stored.version,

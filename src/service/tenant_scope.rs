@@ -402,6 +402,24 @@ pub async fn delete_locked<E: TenantScoped, D: TenantScoped>(
     Ok(())
 }
 
+/// Row `id` of `E` in the tenant's organization, locked until the end of `txn` (`FOR UPDATE`
+/// on PostgreSQL; on SQLite the write transaction itself takes turns); not found when it is not
+/// there.
+pub async fn lock_for_update<E: TenantScoped>(
+    txn: &Transaction,
+    tenant: &Tenant,
+    id: Uuid,
+) -> Result<E::Model, ServiceError> {
+    match E::find_one_for(tenant, id)
+        .lock_exclusive()
+        .one(txn)
+        .await?
+    {
+        Some(row) => Ok(row),
+        None => Err(refusal_or(txn, tenant, ServiceError::NotFound(E::NAME)).await),
+    }
+}
+
 /// Locks row `id` of `E` in the tenant's organization for a delete in `txn` (and the
 /// organization for sharing, as every delete does first); not found when it is not there.
 pub async fn lock_for_delete<E: TenantScoped>(
