@@ -99,7 +99,7 @@ pub async fn open(url: &Secret, settings: &PoolSettings) -> Result<Connections, 
         .runtime(Runtime::Tokio1)
         .build()
         .map_err(|err| DbErr::Custom(format!("cannot build the connection pool: {err}")))?;
-    // Opened together, and all held until each is open, so that they are distinct.
+    // Opened one by one and all held until the last is open, so that they are distinct.
     let mut opened = Vec::new();
     for _ in 0..settings.min_connections.min(settings.max_connections) {
         opened.push(connections.get().await.map_err(pool_err)?);
