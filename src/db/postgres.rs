@@ -9,6 +9,7 @@
 //! is marked unsettled, and is pinged (which drains what was left, and finishes the queued
 //! rollback) before anyone gets it again; one whose ping fails is replaced.
 
+use std::future::Future;
 use std::time::Duration;
 
 use deadpool::managed::{self, Metrics, PoolError, RecycleError, RecycleResult, Timeouts};
@@ -71,8 +72,7 @@ impl managed::Manager for Manager {
             connection.rollback().await?;
         }
         if !connection.settled || self.test_before_acquire {
-            connection.raw.ping().await?;
-            connection.settled = true;
+            settle(&mut connection.settled, connection.raw.ping()).await?;
         }
         Ok(())
     }
@@ -155,15 +155,24 @@ pub async fn checkout(connections: &Connections) -> Result<Checkout, DbErr> {
     connections.get().await.map_err(pool_err)
 }
 
-// Each statement marks the connection unsettled until it has completed: one cut off or failed
-// midway is pinged before it is used again.
+/// Runs `work` on a connection, which stays unsettled unless `work` completes: one cut off or
+/// failed midway is pinged before it is used again.
+async fn settle<T>(
+    settled: &mut bool,
+    work: impl Future<Output = Result<T, sqlx::Error>>,
+) -> Result<T, sqlx::Error> {
+    *settled = false;
+    let done = work.await?;
+    *settled = true;
+    Ok(done)
+}
+
 impl Connection {
     /// One round trip.
     pub async fn ping(&mut self) -> Result<(), DbErr> {
-        self.settled = false;
-        self.raw.ping().await.map_err(connection_err)?;
-        self.settled = true;
-        Ok(())
+        settle(&mut self.settled, self.raw.ping())
+            .await
+            .map_err(connection_err)
     }
 
     /// Runs `statement`, prepared and cached when `persistent`, else prepared unnamed.
@@ -172,13 +181,11 @@ impl Connection {
         statement: &Statement,
         persistent: bool,
     ) -> Result<ExecResult, DbErr> {
-        self.settled = false;
-        let done = query(statement, persistent)
-            .execute(&mut self.raw)
+        let done = query(statement, persistent).execute(&mut self.raw);
+        Ok(settle(&mut self.settled, done)
             .await
-            .map_err(exec_err)?;
-        self.settled = true;
-        Ok(done.into())
+            .map_err(exec_err)?
+            .into())
     }
 
     /// Runs `sql` as it is, without parameters (so nothing is prepared, whatever `_persistent`).
@@ -187,13 +194,11 @@ impl Connection {
         sql: &str,
         _persistent: bool,
     ) -> Result<ExecResult, DbErr> {
-        self.settled = false;
-        let done = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
-            .execute(&mut self.raw)
+        let done = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).execute(&mut self.raw);
+        Ok(settle(&mut self.settled, done)
             .await
-            .map_err(exec_err)?;
-        self.settled = true;
-        Ok(done.into())
+            .map_err(exec_err)?
+            .into())
     }
 
     /// The first row of `statement`, if any.
@@ -202,12 +207,8 @@ impl Connection {
         statement: &Statement,
         persistent: bool,
     ) -> Result<Option<QueryResult>, DbErr> {
-        self.settled = false;
-        let row = query(statement, persistent)
-            .fetch_optional(&mut self.raw)
-            .await
-            .map_err(query_err)?;
-        self.settled = true;
+        let row = query(statement, persistent).fetch_optional(&mut self.raw);
+        let row = settle(&mut self.settled, row).await.map_err(query_err)?;
         Ok(row.map(Into::into))
     }
 
@@ -217,12 +218,8 @@ impl Connection {
         statement: &Statement,
         persistent: bool,
     ) -> Result<Vec<QueryResult>, DbErr> {
-        self.settled = false;
-        let rows = query(statement, persistent)
-            .fetch_all(&mut self.raw)
-            .await
-            .map_err(query_err)?;
-        self.settled = true;
+        let rows = query(statement, persistent).fetch_all(&mut self.raw);
+        let rows = settle(&mut self.settled, rows).await.map_err(query_err)?;
         Ok(rows.into_iter().map(Into::into).collect())
     }
 
@@ -242,11 +239,8 @@ impl Connection {
 
     /// `ROLLBACK`.
     async fn rollback(&mut self) -> Result<(), sqlx::Error> {
-        self.settled = false;
-        sqlx::raw_sql(sqlx::AssertSqlSafe("ROLLBACK"))
-            .execute(&mut self.raw)
-            .await?;
-        self.settled = true;
+        let done = sqlx::raw_sql(sqlx::AssertSqlSafe("ROLLBACK")).execute(&mut self.raw);
+        settle(&mut self.settled, done).await?;
         self.in_transaction = false;
         Ok(())
     }
