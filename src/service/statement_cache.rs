@@ -34,15 +34,16 @@ pub struct Bindings {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Shape {
     /// What the statement is, as `"one"` or `"page after"`, with its table.
-    pub query: &'static str,
-    pub table: &'static str,
-    pub postgres: bool,
+    query: &'static str,
+    table: &'static str,
+    postgres: bool,
     operator: bool,
     least: Role,
     refused: bool,
 }
 
 impl Shape {
+    /// The shape of statement `query` on `table` for `tenant`.
     pub fn new(
         query: &'static str,
         table: &'static str,

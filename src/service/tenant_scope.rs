@@ -428,14 +428,7 @@ pub async fn lock_for_delete<E: TenantScoped>(
     id: Uuid,
 ) -> Result<(), ServiceError> {
     tenancy::share_organization(txn, tenant.org_id).await?;
-    if E::find_one_for(tenant, id)
-        .lock_exclusive()
-        .one(txn)
-        .await?
-        .is_none()
-    {
-        return Err(refusal_or(txn, tenant, ServiceError::NotFound(E::NAME)).await);
-    }
+    lock_for_update::<E>(txn, tenant, id).await?;
     Ok(())
 }
 
