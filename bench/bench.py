@@ -62,7 +62,7 @@ def psql(url, sql):
 
 
 class Server:
-    """The release binary on `url`, with the pool as large as the load's connection count."""
+    """The release binary on `url`, with a pool of POOL database connections."""
 
     def __init__(self, url, binary=BINARY, **env):
         self.port = free_port()
@@ -74,7 +74,11 @@ class Server:
         environment.update({"DATABASE_URL": url, "PORT": str(self.port), "RUST_LOG": "warn",
                             "DB_MAX_CONNECTIONS": str(POOL), "AUTH_MODE": "headers", "WORKERS": "0",
                             **env})
-        self.process = subprocess.Popen([binary, "serve", "--migrate"], env=environment,
+        self.start([binary, "serve", "--migrate"], environment)
+
+    def start(self, command, environment):
+        """Runs `command` on `self.port` and waits until it answers `GET /health`."""
+        self.process = subprocess.Popen(command, env=environment,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.base = f"http://127.0.0.1:{self.port}"
         for _ in range(200):
@@ -83,7 +87,7 @@ class Server:
                 return
             except OSError:
                 time.sleep(0.05)
-        raise RuntimeError("the server did not start")
+        raise RuntimeError(f"{command[0]} did not start")
 
     def memory(self, field):
         """VmRSS (now) or VmHWM (peak since the last reset) in MiB."""
@@ -107,17 +111,7 @@ class Ceiling(Server):
 
     def __init__(self, url):
         self.port = free_port()
-        environment = dict(os.environ, DATABASE_URL=url, PORT=str(self.port), POOL=str(POOL))
-        self.process = subprocess.Popen([CEILING_BINARY], env=environment,
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.base = f"http://127.0.0.1:{self.port}"
-        for _ in range(200):
-            try:
-                Client(self).call("GET", "/health")
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("the ceiling did not start")
+        self.start([CEILING_BINARY], dict(os.environ, DATABASE_URL=url, PORT=str(self.port), POOL=str(POOL)))
 
 
 def free_port():
