@@ -101,6 +101,7 @@ pub struct Settings {
     pub aws_secrets: Option<AwsSecretSettings>,
     pub identity: IdentitySettings,
     pub runs: RunSettings,
+    pub retention: RetentionSettings,
     /// `CREDENTIALS_KEYS` (ids and keys, the first seals) or `CREDENTIALS_KEY` (one key): the
     /// variable it came from and its text, checked already. The AWS secret's wins.
     pub credentials_keys: Option<CredentialsKeys>,
@@ -152,6 +153,18 @@ pub struct RunSettings {
     pub allow_private: bool,
 }
 
+/// How long execution logs and finished runs are kept (see API.md, Retention).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetentionSettings {
+    /// `RETENTION_DAYS`: kept this many days unless the organization sets its own; 0: for ever.
+    pub days: u32,
+    /// `RETENTION_INTERVAL_SECS`: the pause between two prunes of a running process.
+    pub interval: Duration,
+}
+
+/// The longest retention an organization or `RETENTION_DAYS` may set: ten years.
+pub const MAX_RETENTION_DAYS: u32 = 3650;
+
 /// How tenant callers prove who they are (`AUTH_MODE`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AuthMode {
@@ -182,6 +195,8 @@ pub struct IdentitySettings {
     /// `TRUSTED_PROXIES`: reverse proxies whose `X-Forwarded-For` names the client; none by
     /// default.
     pub trusted_proxies: TrustedProxies,
+    /// `METRICS_TOKEN`: the bearer token `/metrics` asks for; unset: it is open.
+    pub metrics_token: Option<Secret>,
 }
 
 /// How the pooled connection behaves; the defaults suit a small Neon compute (0.25 CU, about
@@ -339,6 +354,7 @@ impl Settings {
                 .and_then(NonZeroU32::new),
             trusted_proxies: TrustedProxies::parse(&get("TRUSTED_PROXIES").unwrap_or_default())
                 .map_err(|message| ConfigError::new("TRUSTED_PROXIES", message))?,
+            metrics_token: get("METRICS_TOKEN").map(|token| Secret::new(token.trim())),
         };
 
         let runs = RunSettings {
@@ -352,6 +368,14 @@ impl Settings {
                 app_env == AppEnv::Development,
             )?,
         };
+
+        let retention = RetentionSettings {
+            days: parse_number(&get, "RETENTION_DAYS", 30, RETENTION_DAYS_MESSAGE)?,
+            interval: parse_seconds(&get, "RETENTION_INTERVAL_SECS", 3600)?,
+        };
+        if retention.days > MAX_RETENTION_DAYS {
+            return Err(ConfigError::new("RETENTION_DAYS", RETENTION_DAYS_MESSAGE));
+        }
 
         Ok(Self {
             app_env,
@@ -368,10 +392,14 @@ impl Settings {
             aws_secrets,
             identity,
             runs,
+            retention,
             credentials_keys: CredentialsKeys::from_lookup(get)?,
         })
     }
 }
+
+const RETENTION_DAYS_MESSAGE: &str =
+    "must be a whole number of days from 0 (keep for ever) to 3650";
 
 fn parse_number<T: std::str::FromStr>(
     get: &impl Fn(&str) -> Option<String>,

@@ -114,6 +114,32 @@ impl Pool {
         .await
     }
 
+    /// The pool's connections as `/metrics` shows them.
+    pub fn usage(&self) -> PoolUsage {
+        match &self.backend {
+            Backend::Postgres { connections, .. } => {
+                let status = connections.status();
+                PoolUsage {
+                    max: status.max_size as u64,
+                    busy: status.size.saturating_sub(status.available) as u64,
+                    idle: status.available as u64,
+                    waiting: status.waiting as u64,
+                }
+            }
+            Backend::Sqlite(connection) => {
+                let pool = connection.get_sqlite_connection_pool();
+                let idle = pool.num_idle() as u64;
+                PoolUsage {
+                    max: u64::from(pool.options().get_max_connections()),
+                    busy: u64::from(pool.size()).saturating_sub(idle),
+                    idle,
+                    // sqlx's pool does not tell how many wait.
+                    waiting: 0,
+                }
+            }
+        }
+    }
+
     /// Closes every connection; waits for those in use to come back first.
     pub async fn close(self) -> Result<(), DbErr> {
         match self.backend {
@@ -220,6 +246,16 @@ impl ConnectionTrait for Pool {
     async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
         run_statement!(self, query_all_raw, stmt)
     }
+}
+
+/// Connections of a [`Pool`]: the most it opens, those in use, those idle, and the callers
+/// waiting for one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolUsage {
+    pub max: u64,
+    pub busy: u64,
+    pub idle: u64,
+    pub waiting: u64,
 }
 
 /// An open transaction from [`Pool::begin`]; rolled back when dropped without `commit`.

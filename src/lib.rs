@@ -10,6 +10,7 @@ pub mod db;
 pub mod error;
 pub mod identity;
 pub mod middleware;
+pub mod retention;
 pub mod runs;
 pub mod secrets;
 pub mod service;

@@ -1,4 +1,5 @@
-//! The `tolstoy` binary: `serve` (the default), `migrate`, `openapi`, `roles`, `signup`.
+//! The `tolstoy` binary: `serve` (the default), `worker`, `migrate`, `openapi`, `roles`,
+//! `signup`, `prune`, `rotate-credentials-key`.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -8,6 +9,7 @@ use tolstoy::api::body::read_body;
 use tolstoy::api::signup::SignupIn;
 use tolstoy::config::Settings;
 use tolstoy::database_roles::DatabaseRoles;
+use tolstoy::retention::{self, Mode, Pass};
 use tolstoy::secrets::database_urls;
 use tolstoy::service::signup;
 use tolstoy::startup::{credentials_keyring, open_database, run_worker, Application, StartupError};
@@ -65,6 +67,14 @@ enum Command {
         /// Tools per batch.
         #[arg(long, default_value_t = 100)]
         batch: u64,
+    },
+    /// Delete execution logs and finished runs older than their organization's retention
+    /// (`retentionDays`, else RETENTION_DAYS) now, in batches, as the server does in the
+    /// background; with --dry-run only count them.
+    Prune {
+        /// Count what would be deleted, per organization, and delete nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Print the SQL that creates the two roles of a least-privilege deployment: an owner for
     /// migrations and an application role with row access only. Read it, then run it with psql
@@ -145,7 +155,8 @@ async fn run(command: Command) -> Result<(), StartupError> {
         | Command::Worker
         | Command::Migrate { .. }
         | Command::Signup { .. }
-        | Command::RotateCredentialsKey { .. } => {}
+        | Command::RotateCredentialsKey { .. }
+        | Command::Prune { .. } => {}
     }
     let mut settings = Settings::from_env()?;
     telemetry::init(&settings.log_filter, settings.log_format)?;
@@ -201,6 +212,36 @@ async fn run(command: Command) -> Result<(), StartupError> {
                      (the log names the unreadable tools) and run this again",
                     done.remaining
                 )));
+            }
+        }
+        Command::Prune { dry_run } => {
+            let db = open_database(&urls, &settings.pool, urls.is_sqlite()).await?;
+            let mode = if dry_run { Mode::DryRun } else { Mode::Delete };
+            let pass = retention::prune(
+                &db,
+                settings.retention.days,
+                chrono::Utc::now(),
+                mode,
+                None,
+                None,
+            )
+            .await?;
+            let verb = if dry_run { "would delete" } else { "deleted" };
+            for org in pass.pruned() {
+                println!(
+                    "organization {} (kept {} days): {verb} {} execution log(s), {} run(s)",
+                    org.org_id, org.days, org.execution_logs, org.runs
+                );
+            }
+            let execution_logs: u64 = pass.pruned().iter().map(|org| org.execution_logs).sum();
+            let runs: u64 = pass.pruned().iter().map(|org| org.runs).sum();
+            println!("{verb} {execution_logs} execution log(s) and {runs} run(s) in all");
+            if let Pass::Busy(_) = pass {
+                return Err(StartupError::Invalid(
+                    "another process is pruning (it holds the prune lock); this one stopped: \
+                     run it again later"
+                        .to_owned(),
+                ));
             }
         }
         Command::Migrate { action } => {

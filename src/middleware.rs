@@ -1,13 +1,16 @@
-//! Request-scoped plumbing: the request id, its tracing span, and panic capture.
+//! Request-scoped plumbing: the request id, its tracing span, panic capture, and the route
+//! table that labels the request metrics.
 
+use std::sync::Arc;
 use std::time::Instant;
 
-use poem::http::HeaderValue;
+use poem::http::{HeaderValue, Method};
 use poem::{Endpoint, IntoResponse, Middleware, Request, Response, Result};
 use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::error::ApiError;
+use crate::telemetry::metrics::Metrics;
 
 /// The header that carries the request id, in and out.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -93,17 +96,35 @@ pub fn panic_response(panic: Box<dyn std::any::Any + Send>) -> Response {
     ApiError::internal(&format!("handler panicked: {cause}")).into_response()
 }
 
-/// The methods each documented path answers, for the `Allow` header of a 405 (RFC 9110 asks
-/// for it).
+/// The documented routes: for the `Allow` header of a 405 (RFC 9110 asks for it) and for the
+/// route label of the request metrics.
 #[derive(Clone, Debug)]
-pub struct AllowedMethods {
-    /// Path templates split into segments (`None` for a `{parameter}`), with their methods.
-    routes: Vec<(Vec<Option<String>>, HeaderValue)>,
+pub struct Routes {
+    routes: Arc<[Route]>,
+    metrics: Metrics,
 }
 
-impl AllowedMethods {
+#[derive(Debug)]
+struct Route {
+    /// The template split into segments (`None` for a `{parameter}`).
+    segments: Vec<Option<String>>,
+    /// The template as the document writes it (`/tools/{id}`): a metrics label. Made once per
+    /// application, so leaked rather than counted.
+    template: &'static str,
+    /// The methods it answers, for `Allow`.
+    methods: HeaderValue,
+}
+
+/// The route label of a path no route has.
+const UNMATCHED: &str = "unmatched";
+
+impl Routes {
     /// Reads the paths of an OpenAPI document; `extra` adds routes it does not list.
-    pub fn from_document(document: &serde_json::Value, extra: &[(&str, &str)]) -> Self {
+    pub fn from_document(
+        document: &serde_json::Value,
+        extra: &[(&str, &str)],
+        metrics: Metrics,
+    ) -> Self {
         let documented =
             document["paths"]
                 .as_object()
@@ -124,62 +145,92 @@ impl AllowedMethods {
         let routes = documented
             .chain(extra)
             .filter_map(|(path, methods)| {
-                let template = path
+                let segments = path
                     .trim_matches('/')
                     .split('/')
                     .map(|segment| (!segment.starts_with('{')).then(|| segment.to_owned()))
                     .collect();
-                Some((template, HeaderValue::from_str(&methods).ok()?))
+                Some(Route {
+                    segments,
+                    methods: HeaderValue::from_str(&methods).ok()?,
+                    template: Box::leak(path.into_boxed_str()),
+                })
             })
             .collect();
-        Self { routes }
+        Self { routes, metrics }
     }
 
-    fn for_path(&self, path: &str) -> Option<&HeaderValue> {
-        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-        self.routes
-            .iter()
-            .find(|(template, _)| {
-                template.len() == segments.len()
-                    && template
-                        .iter()
-                        .zip(&segments)
-                        .all(|(expected, actual)| expected.as_deref().is_none_or(|e| e == *actual))
-            })
-            .map(|(_, methods)| methods)
+    fn find(&self, path: &str) -> Option<&Route> {
+        let path = path.trim_matches('/');
+        self.routes.iter().find(|route| {
+            let mut actual = path.split('/');
+            route
+                .segments
+                .iter()
+                .all(|expected| match (expected, actual.next()) {
+                    (_, None) => false,
+                    (None, Some(_)) => true,
+                    (Some(expected), Some(actual)) => expected == actual,
+                })
+                && actual.next().is_none()
+        })
     }
 }
 
-impl<E: Endpoint> Middleware<E> for AllowedMethods {
-    type Output = AllowOn405<E>;
+impl<E: Endpoint> Middleware<E> for Routes {
+    type Output = RoutesEndpoint<E>;
 
     fn transform(&self, inner: E) -> Self::Output {
-        AllowOn405 {
+        RoutesEndpoint {
             inner,
-            allowed: self.clone(),
+            routes: self.clone(),
         }
     }
 }
 
-/// The endpoint [`AllowedMethods`] wraps.
-pub struct AllowOn405<E> {
+/// The endpoint [`Routes`] wraps: counts each request under its route template and adds
+/// `Allow` to a 405.
+pub struct RoutesEndpoint<E> {
     inner: E,
-    allowed: AllowedMethods,
+    routes: Routes,
 }
 
-impl<E: Endpoint> Endpoint for AllowOn405<E> {
+impl<E: Endpoint> Endpoint for RoutesEndpoint<E> {
     type Output = Response;
 
     async fn call(&self, request: Request) -> Result<Response> {
-        let path = request.uri().path().to_owned();
+        let started = Instant::now();
+        let route = self.routes.find(request.uri().path());
+        let method = method_label(request.method());
         let mut response = self.inner.call(request).await?.into_response();
         if response.status() == poem::http::StatusCode::METHOD_NOT_ALLOWED {
-            if let Some(methods) = self.allowed.for_path(&path) {
+            if let Some(route) = route {
                 response
                     .headers_mut()
-                    .insert(poem::http::header::ALLOW, methods.clone());
+                    .insert(poem::http::header::ALLOW, route.methods.clone());
             }
         }
+        let template = route.map_or(UNMATCHED, |route| route.template);
+        self.routes.metrics.request(
+            method,
+            template,
+            response.status().as_u16(),
+            started.elapsed(),
+        );
         Ok(response)
+    }
+}
+
+/// A method as a metrics label; methods no route has share one.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
     }
 }

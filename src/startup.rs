@@ -11,16 +11,17 @@ use poem::middleware::CatchPanic;
 use poem::web::Html;
 use poem::{get, Endpoint, EndpointExt, IntoResponse, Response, Route, Server};
 
-use crate::config::{AppEnv, AuthMode, ConfigError, PoolSettings, Settings};
+use crate::config::{AppEnv, AuthMode, ConfigError, PoolSettings, RetentionSettings, Settings};
 use crate::credentials::{development_key_path, Keyring};
 use crate::error::problem_response;
 use crate::identity::IdentityConfig;
-use crate::middleware::{panic_response, AllowedMethods, RequestId};
+use crate::middleware::{panic_response, RequestId, Routes};
 use crate::runs::worker::Executor;
 use crate::runs::Signals;
 use crate::secrets::{DatabaseUrls, SecretError, UrlsError};
 pub use crate::state::AppState;
-use crate::{api, db};
+use crate::telemetry::metrics::Metrics;
+use crate::{api, db, retention};
 use tokio::sync::watch;
 
 /// Why the server could not start.
@@ -112,15 +113,22 @@ pub fn with_middleware(endpoint: impl Endpoint + 'static) -> impl Endpoint<Outpu
         .with(RequestId)
 }
 
-/// The whole HTTP surface: the API, `/openapi.json` and Swagger UI at `/docs`.
+/// The whole HTTP surface: the API, `/openapi.json`, Swagger UI at `/docs` and `/metrics`.
 pub fn build_route(state: AppState) -> impl Endpoint<Output = Response> {
     let api = api::service();
     let value = match state.identity.mode {
         AuthMode::Headers => api::openapi_value(),
         AuthMode::Keys => api::keys_mode_openapi_value(),
     };
-    let allowed =
-        AllowedMethods::from_document(&value, &[("/openapi.json", "GET"), ("/docs", "GET")]);
+    let routes = Routes::from_document(
+        &value,
+        &[
+            ("/openapi.json", "GET"),
+            ("/docs", "GET"),
+            ("/metrics", "GET"),
+        ],
+        state.metrics.clone(),
+    );
     let document = serde_json::to_string_pretty(&value).unwrap_or_default();
     // Swagger UI embeds poem-openapi's raw document; show it the one we serve.
     let docs_page = api.swagger_ui_html().replace(&api.spec(), &document);
@@ -134,10 +142,11 @@ pub fn build_route(state: AppState) -> impl Endpoint<Output = Response> {
             })),
         )
         .at("/docs", get(make_sync(move |_| Html(docs_page.clone()))))
+        .at("/metrics", get(api::health::serve_metrics))
         .nest("/", api)
         .with(state.identity.auth_failures.clone())
         .data(state);
-    with_middleware(route).with(allowed)
+    with_middleware(route).with(routes)
 }
 
 /// A bound, ready-to-run server, with its workers.
@@ -145,6 +154,7 @@ pub struct Application {
     acceptor: TcpAcceptor,
     port: u16,
     shutdown_timeout: Duration,
+    retention: RetentionSettings,
     state: AppState,
     /// `None` when `WORKERS=0`: an API-only process.
     executor: Option<Arc<Executor>>,
@@ -166,17 +176,20 @@ impl Application {
             .and_then(|addr| addr.as_socket_addr().map(|a| a.port()))
             .unwrap_or(settings.port);
         let signals = Signals::default();
-        let executor = executor(settings, &db, &signals, &keyring)?;
+        let metrics = Metrics::new();
+        let executor = executor(settings, &db, &signals, &keyring, &metrics)?;
         Ok(Self {
             acceptor,
             port,
             shutdown_timeout: settings.shutdown_timeout,
+            retention: settings.retention.clone(),
             state: AppState {
                 db,
                 max_body_bytes: settings.max_body_bytes,
                 identity: Arc::new(IdentityConfig::from_settings(&settings.identity)),
                 runs: signals,
                 keyring,
+                metrics,
             },
             executor,
         })
@@ -192,6 +205,12 @@ impl Application {
     pub async fn run_until_stopped(self) -> io::Result<()> {
         let db = self.state.db.clone();
         let (stop, stopped) = watch::channel(false);
+        let pruner = tokio::spawn(retention::run_in_background(
+            db.clone(),
+            self.retention,
+            self.state.metrics.clone(),
+            stopped.clone(),
+        ));
         let workers = self
             .executor
             .map(|executor| tokio::spawn(executor.run(stopped, self.shutdown_timeout)));
@@ -211,6 +230,9 @@ impl Application {
                 tracing::warn!(error = %err, "the workers ended abnormally");
             }
         }
+        if let Err(err) = pruner.await {
+            tracing::warn!(error = %err, "the retention task ended abnormally");
+        }
         if let Err(err) = db.close().await {
             tracing::warn!(error = %err, "closing the database pool failed");
         }
@@ -225,13 +247,20 @@ pub fn executor(
     db: &Pool,
     signals: &Signals,
     keyring: &Arc<Keyring>,
+    metrics: &Metrics,
 ) -> Result<Option<Arc<Executor>>, StartupError> {
     if settings.runs.workers == 0 {
         return Ok(None);
     }
-    Executor::new(db.clone(), &settings.runs, signals.clone(), keyring.clone())
-        .map(Some)
-        .map_err(StartupError::Invalid)
+    Executor::new(
+        db.clone(),
+        &settings.runs,
+        signals.clone(),
+        keyring.clone(),
+        metrics.clone(),
+    )
+    .map(Some)
+    .map_err(StartupError::Invalid)
 }
 
 /// `tolstoy worker`: works runs with `WORKERS` slots (at least one) and no HTTP, until SIGINT
@@ -243,14 +272,25 @@ pub async fn run_worker(
 ) -> Result<(), StartupError> {
     let mut settings = settings.clone();
     settings.runs.workers = settings.runs.workers.max(1);
-    let executor = executor(&settings, &db, &Signals::default(), &keyring)?
+    // A worker serves no /metrics: its counts stay in the process.
+    let metrics = Metrics::new();
+    let executor = executor(&settings, &db, &Signals::default(), &keyring, &metrics)?
         .ok_or_else(|| StartupError::Invalid("no worker slots".into()))?;
     let (stop, stopped) = watch::channel(false);
+    let pruner = tokio::spawn(retention::run_in_background(
+        db.clone(),
+        settings.retention.clone(),
+        metrics,
+        stopped.clone(),
+    ));
     let workers = tokio::spawn(executor.run(stopped, settings.shutdown_timeout));
     shutdown_signal().await;
     stop.send_replace(true);
     if let Err(err) = workers.await {
         tracing::warn!(error = %err, "the workers ended abnormally");
+    }
+    if let Err(err) = pruner.await {
+        tracing::warn!(error = %err, "the retention task ended abnormally");
     }
     db.close().await?;
     Ok(())

@@ -7,6 +7,7 @@ use crate::credentials::Keyring;
 use crate::db::Pool;
 use crate::identity::IdentityConfig;
 use crate::runs::Signals;
+use crate::telemetry::metrics::Metrics;
 
 /// The shared state of the server.
 #[derive(Clone)]
@@ -19,4 +20,6 @@ pub struct AppState {
     pub runs: Signals,
     /// The keys that seal tool credentials (none: storing credentials is refused).
     pub keyring: Arc<Keyring>,
+    /// What `/metrics` serves.
+    pub metrics: Metrics,
 }

@@ -6,6 +6,9 @@ pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub id: Uuid,
     pub name: String,
+    /// Days that execution logs and finished runs are kept; `None`: the server's
+    /// `RETENTION_DAYS`; 0: for ever.
+    pub retention_days: Option<i32>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

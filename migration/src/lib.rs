@@ -16,6 +16,7 @@ mod m20261202_000007_add_user_roles;
 mod m20261202_000008_create_api_keys;
 mod m20261202_000009_create_runs;
 mod m20261203_000010_add_tool_credentials;
+mod m20261203_000011_add_retention;
 
 pub struct Migrator;
 
@@ -33,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000008_create_api_keys::Migration),
             Box::new(m20261202_000009_create_runs::Migration),
             Box::new(m20261203_000010_add_tool_credentials::Migration),
+            Box::new(m20261203_000011_add_retention::Migration),
         ]
     }
 }

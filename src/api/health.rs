@@ -1,12 +1,17 @@
-//! `/health` and `/ready`: for load balancers and orchestrators; no tenant headers.
+//! `/health`, `/ready` and `/metrics`: for load balancers, orchestrators and scrapers; no
+//! tenant headers.
 
+use poem::http::header::AUTHORIZATION;
 use poem::web::Data;
+use poem::{IntoResponse, Request, Response};
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 
 use super::ApiTags;
 use crate::error::ApiError;
+use crate::runs::queue;
 use crate::state::AppState;
+use crate::telemetry::metrics::{Snapshot, CONTENT_TYPE};
 
 /// The operations endpoints.
 pub struct HealthApi;
@@ -45,4 +50,38 @@ impl HealthApi {
             status: "ready".to_owned(),
         }))
     }
+}
+
+/// `GET /metrics`: the metrics in OpenMetrics text (Prometheus scrapes it). Open when
+/// `METRICS_TOKEN` is unset, else only with `Authorization: Bearer <METRICS_TOKEN>` (401
+/// otherwise). Not in the OpenAPI document: it is for the scraper, not for API clients.
+#[poem::handler]
+pub async fn serve_metrics(request: &Request, state: Data<&AppState>) -> Response {
+    let authorization = request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|value| value.to_str().ok());
+    if !state.identity.may_read_metrics(authorization) {
+        return ApiError::unauthenticated().into_response();
+    }
+    let usage = state.db.usage();
+    let queue = match queue::snapshot(&state.db).await {
+        Ok(queue) => Some(queue),
+        Err(err) => {
+            tracing::warn!(error = %err, "the metrics' database queries failed");
+            None
+        }
+    };
+    let snapshot = Snapshot {
+        pool_max: usage.max,
+        pool_busy: usage.busy,
+        pool_idle: usage.idle,
+        pool_waiting: usage.waiting,
+        queue,
+    };
+    state
+        .metrics
+        .render(&snapshot)
+        .with_content_type(CONTENT_TYPE)
+        .into_response()
 }

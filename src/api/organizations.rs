@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::body::{Fields, JsonBody, ReadBody};
 use super::pagination::page_request;
 use super::responses::{Created, Deleted, Listed, Reply};
-use super::rules::text;
+use super::rules::{retention_days, text};
 use super::timestamp::Timestamp;
 use super::ApiTags;
 use crate::error::ApiError;
@@ -30,6 +30,10 @@ pub struct OrganizationOut {
     pub id: Uuid,
     /// The organization's name.
     pub name: String,
+    /// Days its execution logs and finished runs are kept (0: for ever); null: the server's
+    /// `RETENTION_DAYS`.
+    #[oai(nullable)]
+    pub retention_days: Option<i32>,
     /// When it was created.
     pub created_at: Timestamp,
     /// When it was last changed.
@@ -41,6 +45,7 @@ impl From<organization::Model> for OrganizationOut {
         Self {
             id: row.id,
             name: row.name,
+            retention_days: row.retention_days,
             created_at: row.created_at.into(),
             updated_at: row.updated_at.into(),
         }
@@ -60,12 +65,17 @@ pub struct OrganizationIn {
     /// 1 to 200 characters, trimmed of surrounding white space.
     #[oai(validator(min_length = 1, max_length = 200))]
     pub name: String,
+    /// Days its execution logs and finished runs are kept, 0 (for ever) to 3650; absent or
+    /// null: the server's `RETENTION_DAYS`.
+    #[oai(validator(minimum(value = "0"), maximum(value = "3650")), nullable)]
+    pub retention_days: Option<i32>,
 }
 
 impl Example for OrganizationIn {
     fn example() -> Self {
         Self {
             name: "Acme".to_owned(),
+            retention_days: None,
         }
     }
 }
@@ -76,6 +86,7 @@ impl ReadBody for OrganizationIn {
     fn read(fields: &mut Fields) -> NewOrganization {
         NewOrganization {
             name: fields.required("name", text(1, 200)),
+            retention_days: fields.optional("retentionDays", retention_days),
         }
     }
 }
@@ -93,12 +104,16 @@ pub struct OrganizationUpdate {
     /// 1 to 200 characters, trimmed of surrounding white space.
     #[oai(validator(min_length = 1, max_length = 200))]
     pub name: Option<String>,
+    /// 0 (for ever) to 3650 days; null: back to the server's `RETENTION_DAYS`.
+    #[oai(validator(minimum(value = "0"), maximum(value = "3650")), nullable)]
+    pub retention_days: Option<i32>,
 }
 
 impl Example for OrganizationUpdate {
     fn example() -> Self {
         Self {
             name: Some("Acme Inc.".to_owned()),
+            retention_days: Some(90),
         }
     }
 }
@@ -109,6 +124,7 @@ impl ReadBody for OrganizationUpdate {
     fn read(fields: &mut Fields) -> OrganizationChanges {
         OrganizationChanges {
             name: fields.patch("name", text(1, 200)),
+            retention_days: fields.patch_nullable("retentionDays", retention_days),
         }
     }
 }

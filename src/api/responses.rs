@@ -227,6 +227,7 @@ mod tests {
             let organization = OrganizationOut {
                 id: Uuid::now_v7(),
                 name: "Acme".to_owned(),
+                retention_days: some.then_some(90),
                 created_at: at(8),
                 updated_at: at(9),
             };

@@ -283,6 +283,15 @@ pub fn version(value: Value) -> Result<i32, String> {
         .ok_or_else(|| "must be a positive integer".to_owned())
 }
 
+/// An organization's `retentionDays`: 0 (keep for ever) to 3650.
+pub fn retention_days(value: Value) -> Result<i32, String> {
+    value
+        .as_i64()
+        .filter(|days| (0..=3650).contains(days))
+        .and_then(|days| i32::try_from(days).ok())
+        .ok_or_else(|| "must be an integer from 0 (keep for ever) to 3650".to_owned())
+}
+
 /// A tool's `credentials`: an object of at most 16 KiB; its members are checked against the
 /// tool's `authType` by the service. No message repeats a value.
 pub fn credentials_object(value: Value) -> Result<serde_json::Map<String, Value>, String> {

@@ -55,6 +55,8 @@ pub struct IdentityConfig {
     pub auth_failures: AuthFailureLimit,
     /// `RATE_LIMIT_PER_ORG`, when set.
     org_limit: Option<OrgRateLimit>,
+    /// `METRICS_TOKEN`, when set.
+    metrics_token: Option<Secret>,
 }
 
 impl std::fmt::Debug for IdentityConfig {
@@ -78,6 +80,7 @@ impl IdentityConfig {
                 settings.trusted_proxies.clone(),
             ),
             org_limit: settings.rate_limit_per_org.map(OrgRateLimit::new),
+            metrics_token: settings.metrics_token.clone(),
         }
     }
 
@@ -89,14 +92,30 @@ impl IdentityConfig {
         }
     }
 
-    /// Whether `token` is the admin token, compared in constant time (over digests, so that
-    /// not even its length shows).
+    /// Whether `token` is the admin token, compared in constant time.
     pub fn is_admin_token(&self, token: &str) -> bool {
-        self.admin_token.as_ref().is_some_and(|admin| {
-            let expected = key::digest(admin.expose());
-            bool::from(expected.as_bytes().ct_eq(key::digest(token).as_bytes()))
-        })
+        self.admin_token
+            .as_ref()
+            .is_some_and(|admin| same_secret(admin, token))
     }
+
+    /// Whether a request with this `Authorization` header may read `/metrics`: any request
+    /// when `METRICS_TOKEN` is unset, else only `Bearer <METRICS_TOKEN>`.
+    pub fn may_read_metrics(&self, authorization: Option<&str>) -> bool {
+        let Some(expected) = &self.metrics_token else {
+            return true;
+        };
+        authorization
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .is_some_and(|token| same_secret(expected, token.trim()))
+    }
+}
+
+/// `token` compared with `expected` in constant time, over digests so that not even the
+/// length shows.
+fn same_secret(expected: &Secret, token: &str) -> bool {
+    let expected = key::digest(expected.expose());
+    bool::from(expected.as_bytes().ct_eq(key::digest(token).as_bytes()))
 }
 
 /// The least role an operation needs, declared by the type its handler extracts.

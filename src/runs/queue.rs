@@ -11,12 +11,16 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use entity::{execution_log, run, run_event};
 use sea_orm::sea_query::{Expr, ExprTrait, LockBehavior, LockType, Order, Query};
-use sea_orm::{ActiveValue, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, Set};
+use sea_orm::{
+    ActiveValue, ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect, Set,
+};
 use serde_json::Value;
 use uuid::Uuid;
 
 use crate::db::Pool;
 use crate::service::now;
+use crate::telemetry::metrics::QueueSnapshot;
 
 /// A worker's hold on one run: its organization, its id, the claim's token and how long each
 /// renewal (and each guarded write) extends it.
@@ -377,4 +381,48 @@ pub fn log_row(
         created_at: Set(at),
         updated_at: Set(at),
     }
+}
+
+/// The queue as a scrape of `/metrics` shows it: the runs not finished, by status, and the
+/// due ones, across every organization. Read through the indexes on `available_at` and
+/// `lease_expires_at` (non-null only while a run waits or is leased).
+pub async fn snapshot(db: &Pool) -> Result<QueueSnapshot, DbErr> {
+    let at = now();
+    let by_status: Vec<(String, i64)> = run::Entity::find()
+        .select_only()
+        .column(run::Column::Status)
+        .column_as(run::Column::Id.count(), "runs")
+        .filter(
+            Condition::any()
+                .add(run::Column::AvailableAt.is_not_null())
+                .add(run::Column::LeaseExpiresAt.is_not_null()),
+        )
+        .group_by(run::Column::Status)
+        .into_tuple()
+        .all(db)
+        .await?;
+    let due = run::Entity::find().filter(run::Column::AvailableAt.lte(at));
+    let oldest: Option<Option<DateTime<Utc>>> = due
+        .clone()
+        .select_only()
+        .column(run::Column::AvailableAt)
+        .order_by_asc(run::Column::AvailableAt)
+        .into_tuple()
+        .one(db)
+        .await?;
+    let count = |status: &str| {
+        by_status
+            .iter()
+            .find(|(s, _)| s == status)
+            .map_or(0, |(_, runs)| u64::try_from(*runs).unwrap_or(0))
+    };
+    Ok(QueueSnapshot {
+        queued: count("queued"),
+        running: count("running"),
+        due: due.count(db).await?,
+        lag: oldest
+            .flatten()
+            .and_then(|oldest| (at - oldest).to_std().ok())
+            .unwrap_or_default(),
+    })
 }

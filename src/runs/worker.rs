@@ -30,6 +30,7 @@ use crate::config::RunSettings;
 use crate::credentials::Keyring;
 use crate::db::Pool;
 use crate::service::now;
+use crate::telemetry::metrics::Metrics;
 
 /// The shortest and the longest wait between two claims that found nothing.
 const IDLE_POLL: (Duration, Duration) = (Duration::from_millis(20), Duration::from_millis(1000));
@@ -64,6 +65,8 @@ pub struct Executor {
     keyring: Arc<Keyring>,
     /// OAuth 2 access tokens by tool, fetched one at a time.
     tokens: TokenCache,
+    /// Step attempts and finished runs are counted here.
+    metrics: Metrics,
 }
 
 impl Executor {
@@ -73,6 +76,7 @@ impl Executor {
         settings: &RunSettings,
         signals: Signals,
         keyring: Arc<Keyring>,
+        metrics: Metrics,
     ) -> Result<Arc<Self>, String> {
         let client = OutboundClient::new(OutboundConfig {
             allow_private: settings.allow_private,
@@ -87,6 +91,7 @@ impl Executor {
             storage_failures: Mutex::new(HashMap::new()),
             keyring,
             tokens: TokenCache::default(),
+            metrics,
         }))
     }
 
@@ -222,16 +227,16 @@ impl Executor {
                 "kind": "internal",
                 "message": "the run's progress could not be stored; the server log says why",
             });
-            let failed = queue::apply(
-                &self.db,
-                lease,
-                Transition {
-                    finish: Some(("failed", Some(error.clone()))),
-                    events: vec![run_event("failed", Some(error))],
-                    ..Default::default()
-                },
-            )
-            .await;
+            let transition = Transition {
+                finish: Some(("failed", Some(error.clone()))),
+                events: vec![run_event("failed", Some(error))],
+                ..Default::default()
+            };
+            let counted = Counted::of(&transition);
+            let failed = queue::apply(&self.db, lease, transition).await;
+            if let Ok(Some(_)) = failed {
+                counted.record(&self.metrics);
+            }
             if failed.is_ok() {
                 lock(&self.storage_failures).remove(&run_id);
                 self.signals.events_written();
@@ -782,15 +787,51 @@ impl RunWork<'_> {
     /// Writes `transition` under the lease; `false` when the lease is gone. A cancel request
     /// that arrived meanwhile is noticed here.
     async fn apply(&mut self, transition: Transition) -> Result<bool, DbErr> {
+        let counted = Counted::of(&transition);
         let applied = queue::apply(&self.executor.db, self.lease, transition).await?;
         Ok(match applied {
             Some(run) => {
+                counted.record(&self.executor.metrics);
                 self.executor.signals.events_written();
                 self.cancel_requested = run.cancel_requested;
                 true
             }
             None => false,
         })
+    }
+}
+
+/// What a transition adds to the metrics once written: the step attempts it ends (status and
+/// duration) and the run's final status.
+struct Counted {
+    attempts: Vec<(&'static str, Duration)>,
+    finished: Option<&'static str>,
+}
+
+impl Counted {
+    fn of(transition: &Transition) -> Self {
+        let attempts = transition
+            .events
+            .iter()
+            .filter(|event| event.kind == "step" && event.status != "running")
+            .map(|event| {
+                let ms = event.data["durationMs"].as_u64().unwrap_or(0);
+                (event.status, Duration::from_millis(ms))
+            })
+            .collect();
+        Self {
+            attempts,
+            finished: transition.finish.as_ref().map(|(status, _)| *status),
+        }
+    }
+
+    fn record(self, metrics: &Metrics) {
+        for (status, took) in self.attempts {
+            metrics.step_attempt(status, took);
+        }
+        if let Some(status) = self.finished {
+            metrics.run_finished(status);
+        }
     }
 }
 

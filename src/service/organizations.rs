@@ -16,12 +16,16 @@ use crate::db::Pool;
 #[derive(Debug)]
 pub struct NewOrganization {
     pub name: String,
+    /// `None`: the server's `RETENTION_DAYS`.
+    pub retention_days: Option<i32>,
 }
 
 /// A validated partial update; `None` leaves a field as it is.
 #[derive(Debug, Default)]
 pub struct OrganizationChanges {
     pub name: Option<String>,
+    /// `Some(None)`: back to the server's `RETENTION_DAYS`.
+    pub retention_days: Option<Option<i32>>,
 }
 
 /// The row of a new organization.
@@ -30,6 +34,7 @@ pub fn new_row(new: NewOrganization) -> organization::ActiveModel {
     organization::ActiveModel {
         id: Set(Uuid::now_v7()),
         name: Set(new.name),
+        retention_days: Set(new.retention_days),
         created_at: Set(at),
         updated_at: Set(at),
     }
@@ -69,11 +74,20 @@ pub async fn update(
 ) -> Result<organization::Model, ServiceError> {
     let current = find(db, id).await?;
     let name = changes.name.filter(|name| *name != current.name);
-    let Some(name) = name else {
+    let retention_days = changes
+        .retention_days
+        .filter(|days| *days != current.retention_days);
+    if name.is_none() && retention_days.is_none() {
         return Ok(current);
-    };
+    }
+    // Only the changed columns are written: a concurrent change to another field stays.
     let mut row: organization::ActiveModel = current.into();
-    row.name = Set(name);
+    if let Some(name) = name {
+        row.name = Set(name);
+    }
+    if let Some(days) = retention_days {
+        row.retention_days = Set(days);
+    }
     row.updated_at = Set(now());
     Ok(row.update(db).await?)
 }

@@ -45,6 +45,7 @@ async fn insert_org(app: &TestApp) -> Uuid {
     organization::ActiveModel {
         id: Set(id),
         name: Set("Org".into()),
+        retention_days: Set(None),
         created_at: Set(at),
         updated_at: Set(at),
     }

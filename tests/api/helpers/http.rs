@@ -11,6 +11,7 @@ use tolstoy::db::Pool;
 use tolstoy::identity::IdentityConfig;
 use tolstoy::runs::Signals;
 use tolstoy::startup::{build_route, open_database, AppState};
+use tolstoy::telemetry::metrics::Metrics;
 
 use super::database::{Backend, TestDb};
 
@@ -102,6 +103,7 @@ impl TestApp {
             )),
             runs: Signals::default(),
             keyring: keyring_for(&settings),
+            metrics: Metrics::new(),
         };
         configure(&mut state);
         Self {
@@ -284,6 +286,7 @@ fn default_state(db: Pool) -> AppState {
         identity: identity(&[]),
         runs: Signals::default(),
         keyring: keyring_for(&settings(&[])),
+        metrics: Metrics::new(),
     }
 }
 
@@ -349,15 +352,18 @@ impl TestApp {
         let settings = self::settings(env);
         let signals = Signals::default();
         let keyring = keyring_for(&settings);
-        let executor = tolstoy::startup::executor(&settings, &self.db, &signals, &keyring)
-            .expect("executor")
-            .expect("WORKERS > 0");
+        let metrics = Metrics::new();
+        let executor =
+            tolstoy::startup::executor(&settings, &self.db, &signals, &keyring, &metrics)
+                .expect("executor")
+                .expect("WORKERS > 0");
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let done = tokio::spawn(executor.run(stopped, settings.shutdown_timeout));
         let app = self.reconfigured(|state| {
             state.identity = Arc::new(IdentityConfig::from_settings(&settings.identity));
             state.runs = signals;
             state.keyring = keyring;
+            state.metrics = metrics;
         });
         (
             app,

@@ -1,4 +1,7 @@
-//! The tracing subscriber: pretty lines for people, JSON lines in production.
+//! The tracing subscriber (pretty lines for people, JSON lines in production), and the
+//! metrics registry ([`metrics`]).
+
+pub mod metrics;
 
 use std::io::IsTerminal;
 

@@ -1,0 +1,326 @@
+//! Retention (API.md, Retention): execution logs and finished runs older than their
+//! organization's limit are deleted, oldest first, in batches small enough that no request
+//! waits on them.
+//!
+//! An organization's `retentionDays` wins over `RETENTION_DAYS`; 0 keeps its rows for ever. A
+//! run that has not finished is never deleted, nor are its logs, however old. On PostgreSQL
+//! each batch is a transaction that first tries a transaction-scoped advisory lock: a process
+//! that finds it taken gives up its pass instead of waiting (another one is pruning), and the
+//! lock works through a transaction-mode pooler, which a session lock would not.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use entity::{execution_log, organization, run};
+use sea_orm::sea_query::Query;
+use sea_orm::{
+    ColumnTrait, Condition, ConnectionTrait, DbBackend, DbErr, EntityTrait, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect, QueryTrait, Select, Statement,
+};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::config::RetentionSettings;
+use crate::db::Pool;
+use crate::telemetry::metrics::Metrics;
+
+/// Rows deleted by one statement at most.
+pub const BATCH_ROWS: u64 = 1000;
+/// The rest between two batches: the database serves requests in between.
+const PAUSE_BETWEEN_BATCHES: Duration = Duration::from_millis(20);
+/// Organizations read per page while walking them.
+const ORGANIZATIONS_PER_PAGE: u64 = 500;
+/// The key of the advisory lock that one pruning process holds per batch ("tolprune").
+pub const PRUNE_LOCK_KEY: i64 = 0x746f_6c70_7275_6e65;
+/// The statuses of a run that is over.
+const FINISHED: [&str; 3] = ["completed", "failed", "cancelled"];
+
+/// What a pass deleted (or, in a dry run, would delete) in one organization.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pruned {
+    pub org_id: Uuid,
+    /// The limit that applied: the organization's own or `RETENTION_DAYS`.
+    pub days: u32,
+    pub execution_logs: u64,
+    pub runs: u64,
+}
+
+/// How a pass ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pass {
+    /// Every organization was walked; the ones with rows to delete, in id order.
+    Done(Vec<Pruned>),
+    /// Another process holds the prune lock; what this one deleted before it found that.
+    Busy(Vec<Pruned>),
+    /// The process is stopping; what was deleted before.
+    Stopped(Vec<Pruned>),
+}
+
+impl Pass {
+    /// The organizations with rows deleted (or to delete).
+    pub fn pruned(&self) -> &[Pruned] {
+        match self {
+            Self::Done(pruned) | Self::Busy(pruned) | Self::Stopped(pruned) => pruned,
+        }
+    }
+}
+
+/// Whether a pass deletes or only counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Delete,
+    DryRun,
+}
+
+/// How one batch went.
+enum Batch {
+    Deleted(u64),
+    /// Another process holds the prune lock.
+    LockTaken,
+}
+
+/// Why a pass ends early.
+enum Stop {
+    Busy,
+    Stopped,
+}
+
+/// One pass over every organization as of `now`.
+pub async fn prune(
+    db: &Pool,
+    default_days: u32,
+    now: DateTime<Utc>,
+    mode: Mode,
+    stopped: Option<&watch::Receiver<bool>>,
+    metrics: Option<&Metrics>,
+) -> Result<Pass, DbErr> {
+    let mut pruned = Vec::new();
+    let mut after = Uuid::nil();
+    loop {
+        let organizations = organization::Entity::find()
+            .filter(organization::Column::Id.gt(after))
+            .order_by_asc(organization::Column::Id)
+            .limit(ORGANIZATIONS_PER_PAGE)
+            .all(db)
+            .await?;
+        let Some(last) = organizations.last() else {
+            return Ok(Pass::Done(pruned));
+        };
+        after = last.id;
+        for organization in organizations {
+            let days = organization
+                .retention_days
+                .map_or(default_days, |days| days.max(0) as u32);
+            if days == 0 {
+                continue;
+            }
+            let cutoff = now - chrono::Duration::days(i64::from(days));
+            let mut done = Pruned {
+                org_id: organization.id,
+                days,
+                execution_logs: 0,
+                runs: 0,
+            };
+            let logs = expired_logs(organization.id, cutoff);
+            let runs = expired_runs(organization.id, cutoff);
+            if mode == Mode::DryRun {
+                done.execution_logs = logs.count(db).await?;
+                done.runs = runs.count(db).await?;
+            } else {
+                let (deleted, stop) = delete_in_batches(
+                    db,
+                    "execution_logs",
+                    oldest_batch(
+                        logs,
+                        execution_log::Column::Id,
+                        execution_log::Column::CreatedAt,
+                    ),
+                    stopped,
+                    metrics,
+                )
+                .await?;
+                done.execution_logs = deleted;
+                let stop = match stop {
+                    Some(stop) => Some(stop),
+                    None => {
+                        let (deleted, stop) = delete_in_batches(
+                            db,
+                            "runs",
+                            oldest_batch(runs, run::Column::Id, run::Column::FinishedAt),
+                            stopped,
+                            metrics,
+                        )
+                        .await?;
+                        done.runs = deleted;
+                        stop
+                    }
+                };
+                if let Some(stop) = stop {
+                    keep(&mut pruned, done);
+                    return Ok(match stop {
+                        Stop::Busy => Pass::Busy(pruned),
+                        Stop::Stopped => Pass::Stopped(pruned),
+                    });
+                }
+            }
+            keep(&mut pruned, done);
+        }
+    }
+}
+
+/// Keeps an organization's figures when it had anything to delete.
+fn keep(pruned: &mut Vec<Pruned>, done: Pruned) {
+    if done.execution_logs > 0 || done.runs > 0 {
+        pruned.push(done);
+    }
+}
+
+/// The organization's execution logs older than `cutoff`, but none of a run still going.
+fn expired_logs(org_id: Uuid, cutoff: DateTime<Utc>) -> Select<execution_log::Entity> {
+    let unfinished_runs = Query::select()
+        .column(run::Column::Id)
+        .from(run::Entity)
+        .and_where(run::Column::OrgId.eq(org_id))
+        .and_where(run::Column::Status.is_not_in(FINISHED))
+        .take();
+    execution_log::Entity::find()
+        .filter(execution_log::Column::OrgId.eq(org_id))
+        .filter(execution_log::Column::CreatedAt.lt(cutoff))
+        .filter(
+            Condition::any()
+                .add(execution_log::Column::RunId.is_null())
+                .add(execution_log::Column::RunId.not_in_subquery(unfinished_runs)),
+        )
+}
+
+/// The organization's finished runs that ended before `cutoff` (their events go with them).
+fn expired_runs(org_id: Uuid, cutoff: DateTime<Utc>) -> Select<run::Entity> {
+    run::Entity::find()
+        .filter(run::Column::OrgId.eq(org_id))
+        .filter(run::Column::Status.is_in(FINISHED))
+        .filter(run::Column::FinishedAt.lt(cutoff))
+}
+
+/// One batch of `expired`, the oldest by `age` first, as a DELETE.
+fn oldest_batch<E: EntityTrait>(
+    expired: Select<E>,
+    id: E::Column,
+    age: E::Column,
+) -> sea_orm::DeleteMany<E> {
+    let oldest = expired
+        .select_only()
+        .column(id)
+        .order_by_asc(age)
+        .limit(BATCH_ROWS)
+        .into_query();
+    E::delete_many().filter(id.in_subquery(oldest))
+}
+
+/// Deletes `rows` batch by batch until a batch finds fewer than [`BATCH_ROWS`]; how many went,
+/// and why it stopped early, if it did.
+async fn delete_in_batches<E: EntityTrait>(
+    db: &Pool,
+    table: &'static str,
+    rows: sea_orm::DeleteMany<E>,
+    stopped: Option<&watch::Receiver<bool>>,
+    metrics: Option<&Metrics>,
+) -> Result<(u64, Option<Stop>), DbErr> {
+    let mut total = 0;
+    loop {
+        if stopped.is_some_and(|stopped| *stopped.borrow()) {
+            return Ok((total, Some(Stop::Stopped)));
+        }
+        match delete_batch(db, rows.clone()).await? {
+            Batch::LockTaken => return Ok((total, Some(Stop::Busy))),
+            Batch::Deleted(deleted) => {
+                total += deleted;
+                if let Some(metrics) = metrics {
+                    metrics.pruned(table, deleted);
+                }
+                if deleted < BATCH_ROWS {
+                    return Ok((total, None));
+                }
+            }
+        }
+        tokio::time::sleep(PAUSE_BETWEEN_BATCHES).await;
+    }
+}
+
+/// Runs one DELETE of at most [`BATCH_ROWS`] rows in its own short transaction, holding the
+/// prune lock on PostgreSQL.
+async fn delete_batch<E: EntityTrait>(
+    db: &Pool,
+    rows: sea_orm::DeleteMany<E>,
+) -> Result<Batch, DbErr> {
+    let backend = db.get_database_backend();
+    let transaction = db.begin().await?;
+    if backend == DbBackend::Postgres {
+        let locked = transaction
+            .query_one_raw(Statement::from_sql_and_values(
+                backend,
+                "SELECT pg_try_advisory_xact_lock($1) AS locked",
+                [PRUNE_LOCK_KEY.into()],
+            ))
+            .await?
+            .map(|row| row.try_get::<bool>("", "locked"))
+            .transpose()?
+            .unwrap_or(false);
+        if !locked {
+            return Ok(Batch::LockTaken);
+        }
+    }
+    let deleted = transaction
+        .execute_raw(rows.build(backend))
+        .await?
+        .rows_affected();
+    transaction.commit().await?;
+    Ok(Batch::Deleted(deleted))
+}
+
+/// The background pruner of `serve` and `worker`: a pass at start, then one every
+/// `RETENTION_INTERVAL_SECS`, until `stopped` turns true. Nothing runs when `RETENTION_DAYS`
+/// is 0 and no organization sets its own limit: the pass finds nothing to do.
+pub async fn run_in_background(
+    db: Pool,
+    settings: RetentionSettings,
+    metrics: Metrics,
+    mut stopped: watch::Receiver<bool>,
+) {
+    loop {
+        match prune(
+            &db,
+            settings.days,
+            Utc::now(),
+            Mode::Delete,
+            Some(&stopped),
+            Some(&metrics),
+        )
+        .await
+        {
+            Ok(Pass::Busy(pruned)) => {
+                log_pass(&pruned, "another process is pruning; this pass stopped")
+            }
+            Ok(pass) => log_pass(pass.pruned(), "retention pass done"),
+            Err(err) => tracing::warn!(error = %err, "retention pass failed; retried at the next"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(settings.interval) => {}
+            _ = stopped.wait_for(|stopped| *stopped) => return,
+        }
+    }
+}
+
+fn log_pass(pruned: &[Pruned], message: &'static str) {
+    let execution_logs: u64 = pruned.iter().map(|p| p.execution_logs).sum();
+    let runs: u64 = pruned.iter().map(|p| p.runs).sum();
+    if execution_logs > 0 || runs > 0 {
+        tracing::info!(
+            execution_logs,
+            runs,
+            organizations = pruned.len(),
+            "{message}"
+        );
+    } else {
+        tracing::debug!("{message}; nothing to delete");
+    }
+}
