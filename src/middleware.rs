@@ -1,5 +1,5 @@
-//! Request-scoped plumbing: the request id, its tracing span, panic capture, and the route
-//! table that labels the request metrics.
+//! Request-scoped plumbing: the request id and trace context, its tracing span, panic capture,
+//! and the route table that labels the request metrics.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -11,17 +11,31 @@ use uuid::Uuid;
 
 use crate::error::ApiError;
 use crate::telemetry::metrics::Metrics;
+use crate::telemetry::trace_context::{TraceContext, TRACEPARENT};
 
 /// The header that carries the request id, in and out.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
+/// What the task serving a request knows about it.
+struct RequestContext {
+    id: String,
+    /// The request's own span: a child of the caller's `traceparent`, or a new trace.
+    trace: TraceContext,
+}
+
 tokio::task_local! {
-    static REQUEST_ID: String;
+    static REQUEST: RequestContext;
 }
 
 /// The id of the request being served on this task, if any.
 pub fn current_request_id() -> Option<String> {
-    REQUEST_ID.try_with(Clone::clone).ok()
+    REQUEST.try_with(|request| request.id.clone()).ok()
+}
+
+/// The trace context of the request being served on this task, if any: what a run it starts
+/// carries on.
+pub fn current_trace() -> Option<TraceContext> {
+    REQUEST.try_with(|request| request.trace).ok()
 }
 
 /// A caller's request id is kept when it is 1 to 128 visible ASCII characters; anything else
@@ -30,8 +44,9 @@ fn is_sane_request_id(value: &str) -> bool {
     (1..=128).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_graphic())
 }
 
-/// Gives every request an id (the caller's sane one, or a new UUID), runs it inside a tracing
-/// span that carries the id, logs its outcome, and returns the id as `X-Request-Id`.
+/// Gives every request an id (the caller's sane one, or a new UUID) and a span of the caller's
+/// trace (`traceparent`, or a new trace), runs it inside a tracing span that carries both ids,
+/// logs its outcome, and returns the id as `X-Request-Id`.
 pub struct RequestId;
 
 impl<E: Endpoint> Middleware<E> for RequestId {
@@ -56,21 +71,30 @@ impl<E: Endpoint> Endpoint for RequestIdEndpoint<E> {
             .and_then(|value| value.to_str().ok())
             .filter(|value| is_sane_request_id(value))
             .map_or_else(|| Uuid::now_v7().to_string(), str::to_owned);
+        let trace = req
+            .headers()
+            .get(TRACEPARENT)
+            .and_then(|value| value.to_str().ok())
+            .and_then(TraceContext::parse)
+            .map_or_else(TraceContext::new_root, |caller| caller.child());
         let span = tracing::info_span!(
             "request",
             request_id = %id,
+            trace_id = %trace.trace_id_hex(),
             method = %req.method(),
             path = %req.uri().path(),
         );
         let started = Instant::now();
-        let outcome = REQUEST_ID
-            .scope(id.clone(), self.inner.call(req).instrument(span.clone()))
+        let context = || RequestContext {
+            id: id.clone(),
+            trace,
+        };
+        let outcome = REQUEST
+            .scope(context(), self.inner.call(req).instrument(span.clone()))
             .await;
         let mut response = match outcome {
             Ok(output) => output.into_response(),
-            Err(err) => {
-                REQUEST_ID.sync_scope(id.clone(), || ApiError::from_poem(err).into_response())
-            }
+            Err(err) => REQUEST.sync_scope(context(), || ApiError::from_poem(err).into_response()),
         };
         span.in_scope(|| {
             tracing::info!(

@@ -17,6 +17,7 @@ mod m20261202_000008_create_api_keys;
 mod m20261202_000009_create_runs;
 mod m20261203_000010_add_tool_credentials;
 mod m20261203_000011_add_retention;
+mod m20261203_000012_add_run_traceparent;
 
 pub struct Migrator;
 
@@ -35,6 +36,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000009_create_runs::Migration),
             Box::new(m20261203_000010_add_tool_credentials::Migration),
             Box::new(m20261203_000011_add_retention::Migration),
+            Box::new(m20261203_000012_add_run_traceparent::Migration),
         ]
     }
 }

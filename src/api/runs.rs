@@ -24,6 +24,7 @@ use super::ApiTags;
 use crate::db::Pool;
 use crate::error::ApiError;
 use crate::identity::{Caller, Read, Write};
+use crate::middleware::current_trace;
 use crate::runs::Signals;
 use crate::service::runs::{self, NewRun, RunFilter};
 use crate::service::tenancy::Tenant;
@@ -220,6 +221,7 @@ impl RunsApi {
         let new = NewRun {
             inputs: body.0,
             idempotency_key: idempotency_key.0,
+            trace: current_trace(),
         };
         let row = runs::start(&state.db, &state.runs, &caller.tenant, id.0, new).await?;
         Ok(Accepted::run(row))

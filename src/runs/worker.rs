@@ -18,6 +18,7 @@ use sea_orm::DbErr;
 use serde_json::{json, Map, Value};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use super::auth::TokenCache;
 use super::expressions::Scope;
@@ -31,6 +32,7 @@ use crate::credentials::Keyring;
 use crate::db::Pool;
 use crate::service::now;
 use crate::telemetry::metrics::Metrics;
+use crate::telemetry::trace_context::{TraceContext, TRACEPARENT};
 
 /// The shortest and the longest wait between two claims that found nothing.
 const IDLE_POLL: (Duration, Duration) = (Duration::from_millis(20), Duration::from_millis(1000));
@@ -142,10 +144,20 @@ impl Executor {
             for ((lease, run), permit) in claimed.into_iter().zip(permits) {
                 let executor = self.clone();
                 let stop = stop.clone();
-                working.spawn(async move {
-                    executor.work(lease, run, stop).await;
-                    drop(permit);
-                });
+                // The run's log lines carry the trace of the request that started it.
+                let trace = run.traceparent.as_deref().and_then(TraceContext::parse);
+                let span = tracing::info_span!(
+                    "run",
+                    run_id = %run.id,
+                    trace_id = trace.map(|trace| trace.trace_id_hex()),
+                );
+                working.spawn(
+                    async move {
+                        executor.work(lease, run, trace, stop).await;
+                        drop(permit);
+                    }
+                    .instrument(span),
+                );
             }
             while working.try_join_next().is_some() {}
             if got == wanted {
@@ -185,7 +197,13 @@ impl Executor {
 
     /// Works one claimed run until it finishes, waits for a retry, loses its lease or the
     /// process stops. A lease keeper renews the lease every third of its length meanwhile.
-    async fn work(self: Arc<Self>, lease: Lease, run: run::Model, stop: watch::Receiver<bool>) {
+    async fn work(
+        self: Arc<Self>,
+        lease: Lease,
+        run: run::Model,
+        trace: Option<TraceContext>,
+        stop: watch::Receiver<bool>,
+    ) {
         let run_id = run.id;
         let _registered = Registered::new(&self, &lease);
         let (state, lease_state) = watch::channel(LeaseState::Held);
@@ -199,6 +217,7 @@ impl Executor {
             cancelled: self.signals.working(run_id, &lease.token),
             lease_state,
             stop,
+            trace,
         };
         let worked = work.drive().await;
         keeper.abort();
@@ -322,6 +341,8 @@ struct RunWork<'a> {
     cancelled: watch::Receiver<bool>,
     lease_state: watch::Receiver<LeaseState>,
     stop: watch::Receiver<bool>,
+    /// The run's trace: each call is a new span of it.
+    trace: Option<TraceContext>,
 }
 
 /// How a step's call ended, seen from the run.
@@ -444,6 +465,15 @@ impl RunWork<'_> {
             }
             let started = Instant::now();
             let mut request = request;
+            if let Some(trace) = self.trace {
+                // Ours wins over a traceparent the action's headers name.
+                request
+                    .headers
+                    .retain(|(name, _)| !name.eq_ignore_ascii_case(TRACEPARENT));
+                request
+                    .headers
+                    .push((TRACEPARENT.to_owned(), trace.child().to_header()));
+            }
             if let Some(deadline) = self.run.deadline_at {
                 let left = (deadline - Utc::now()).to_std().unwrap_or_default();
                 request.timeout = request.timeout.min(left.max(Duration::from_millis(1)));

@@ -20,6 +20,7 @@ use crate::runs::expressions::Expression;
 use crate::runs::outbound;
 use crate::runs::plan::Plan;
 use crate::runs::Signals;
+use crate::telemetry::trace_context::TraceContext;
 
 /// How long an `Idempotency-Key` answers the run it started.
 pub const IDEMPOTENCY_WINDOW_HOURS: i64 = 24;
@@ -32,6 +33,8 @@ const EVENTS_PER_READ: u64 = 200;
 pub struct NewRun {
     pub inputs: Value,
     pub idempotency_key: Option<String>,
+    /// The trace of the request that starts it, which its calls continue.
+    pub trace: Option<TraceContext>,
 }
 
 /// The list filters; each given one narrows the list.
@@ -86,6 +89,7 @@ pub async fn start(
         started_at: Set(None),
         finished_at: Set(None),
         updated_at: Set(at),
+        traceparent: Set(new.trace.map(|trace| trace.to_header())),
     };
     let reference = Reference::to::<flow::Entity>("flowId", tenant, flow_id);
     match insert_for::<run::Entity>(db, tenant, row, Some(reference)).await {

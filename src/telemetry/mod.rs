@@ -1,7 +1,8 @@
-//! The tracing subscriber (pretty lines for people, JSON lines in production), and the
-//! metrics registry ([`metrics`]).
+//! The tracing subscriber (pretty lines for people, JSON lines in production), the metrics
+//! registry ([`metrics`]) and W3C trace context ([`trace_context`]).
 
 pub mod metrics;
+pub mod trace_context;
 
 use std::io::IsTerminal;
 

@@ -23,3 +23,4 @@ mod secrets;
 mod shutdown;
 mod startup;
 mod tenancy;
+mod traces;

@@ -2,12 +2,12 @@
 //! sent, no label carries an id, `METRICS_TOKEN` is enforced, and the executor's steps and runs
 //! are counted.
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::helpers::target::Target;
 use crate::helpers::{identity, TestApp};
 use crate::on_both_backends;
-use crate::runs::{action, finished, flow, start, tool, workers};
+use crate::runs::{finished, flow_of_calls, start, tool, workers};
 
 /// The value of the sample named `name` with exactly `labels` (as written between the braces),
 /// or `None` when the scrape has no such sample.
@@ -124,12 +124,9 @@ on_both_backends! {
         let (app, _workers) = workers(&app, &[]).await;
         let caller = app.new_tenant("Acme").await;
         let tool_id = tool(&app, &caller, &target.url).await;
-        let mut steps = Vec::new();
-        for (id, endpoint) in [("a", "/flaky/m?fail=1&status=503"), ("b", "/echo/b")] {
-            let action = action(&app, &caller, &tool_id, "GET", endpoint).await;
-            steps.push(json!({"id": id, "type": "action", "actionId": action, "retry": {"maxAttempts": 2, "initialDelayMs": 10}}));
-        }
-        let flow_id = flow(&app, &caller, Value::Array(steps)).await;
+        let calls = [("a", "/flaky/m?fail=1&status=503"), ("b", "/echo/b")];
+        let retry = json!({"retry": {"maxAttempts": 2, "initialDelayMs": 10}});
+        let flow_id = flow_of_calls(&app, &caller, &tool_id, &calls, retry).await;
         let run = start(&app, &caller, &flow_id, json!({})).await;
         assert_eq!(finished(&app, &caller, &run).await["status"], "completed");
 

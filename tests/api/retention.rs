@@ -106,6 +106,7 @@ async fn run_at(
         started_at: Set(Some(days_ago(created))),
         finished_at: Set(finished.map(days_ago)),
         updated_at: Set(days_ago(finished.unwrap_or(created))),
+        traceparent: Set(None),
     }
     .insert(&app.db)
     .await

@@ -43,6 +43,26 @@ pub(crate) async fn action(
     reply.body["id"].as_str().expect("action id").to_owned()
 }
 
+/// A flow of one `GET` step per `(step id, endpoint)` on `tool_id`, each step given `extra` keys.
+pub(crate) async fn flow_of_calls(
+    app: &TestApp,
+    caller: &Caller,
+    tool_id: &str,
+    calls: &[(&str, &str)],
+    extra: Value,
+) -> String {
+    let mut steps = Vec::new();
+    for (id, endpoint) in calls {
+        let action_id = action(app, caller, tool_id, "GET", endpoint).await;
+        let mut step = json!({"id": id, "type": "action", "actionId": action_id});
+        if let (Some(step), Some(extra)) = (step.as_object_mut(), extra.as_object()) {
+            step.extend(extra.clone());
+        }
+        steps.push(step);
+    }
+    flow(app, caller, Value::Array(steps)).await
+}
+
 /// A flow with `steps`.
 pub(crate) async fn flow(app: &TestApp, caller: &Caller, steps: Value) -> String {
     let reply = app
