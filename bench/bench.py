@@ -39,6 +39,9 @@ RATIO_ROUNDS = int(os.environ.get("BENCH_RATIO_ROUNDS", "3"))
 RATIO_SCENARIOS = ("GET /tools/{id}", "GET /tools?limit=100", "GET /health")
 ORGS, USERS, TOOLS, FLOWS, LOGS = 10, 10, 100, 20, 1000
 DATABASE = "tolstoy_bench"
+# A copy of it made before this build migrates it, for the older build of the comparison with
+# the ceiling: an older binary refuses a database that has migrations it does not know.
+OLDER_DATABASE = f"{DATABASE}_older"
 # The requests whose SQL is counted and replayed by pgbench: the ceilings.
 CEILING_REQUESTS = ("GET /tools/{id}", "POST /tools")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -192,7 +195,8 @@ def cpu_seconds(pids):
 
 def backends():
     """The PostgreSQL processes serving connections to the benchmark's database."""
-    found = subprocess.run(["pgrep", "-f", f"^postgres: .* {DATABASE} "], capture_output=True, text=True)
+    found = subprocess.run(["pgrep", "-f", f"^postgres: .* ({DATABASE}|{OLDER_DATABASE}) "],
+                           capture_output=True, text=True)
     return [int(pid) for pid in found.stdout.split()]
 
 
@@ -635,15 +639,20 @@ def print_key_lookup(ways):
 
 def main():
     say(f"{THREADS} threads, {CONNECTIONS} connections, {SECONDS} s per scenario")
-    psql(ADMIN_URL, f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
+    for name in (DATABASE, OLDER_DATABASE):
+        psql(ADMIN_URL, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     psql(ADMIN_URL, f"CREATE DATABASE {DATABASE}")
     url = database_url(DATABASE)
+    older_url = url
     psql(url, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
     organizations = None
     runs = []
     sql_of = {}  # by binary: a ping is a protocol message, so settings do not change the SQL
     measured = builds()
     for index, (label, binary, env) in enumerate(measured):
+        if index == len(measured) - 1 and index > 0:
+            psql(ADMIN_URL, f"CREATE DATABASE {OLDER_DATABASE} TEMPLATE {DATABASE}")
+            older_url = database_url(OLDER_DATABASE)
         server = Server(url, binary, **env)
         if organizations is None:
             organizations = seed(server)
@@ -670,7 +679,7 @@ def main():
         # logs nothing.
         contenders = {"ceiling": Ceiling(url)}
         if BASELINE_BINARY:
-            contenders[BASELINE_REV] = Server(url, BASELINE_BINARY, RUST_LOG="info")
+            contenders[BASELINE_REV] = Server(older_url, BASELINE_BINARY, RUST_LOG="info")
         contenders["this build"] = Server(url, BINARY, RUST_LOG="info")
         ratios = measure_ratios(url, tenant, contenders)
         for contender in contenders.values():

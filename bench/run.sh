@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The benchmark, one command: bench/run.sh [seconds per scenario, default 10]
 #
-# Builds the release binary, the baseline's (BENCH_BASELINE, or BENCH_BASELINE_BINARY when
-# already built) and the ceiling (bench/ceiling), starts a throwaway PostgreSQL
+# Builds the release binary (or takes BENCH_BINARY), the baseline's (BENCH_BASELINE, or
+# BENCH_BASELINE_BINARY when already built) and the ceiling (bench/ceiling, or
+# BENCH_CEILING_BINARY), starts a throwaway PostgreSQL
 # cluster (pg_stat_statements and auto_explain loaded), and hands over to bench/bench.py, which
 # starts each build on one fresh database seeded through the API, drives each scenario with wrk,
 # runs pgbench with the server's own SQL beside it, compares a tenant request made with an API
@@ -35,13 +36,23 @@ elif [ -n "$BENCH_BASELINE" ]; then
   git worktree remove --force "$baseline_src"
   export BENCH_BASELINE_BINARY="$target/release/tolstoy-baseline" BENCH_BASELINE_REV="$BENCH_BASELINE"
 fi
-log "release build"
-cargo build --release --quiet --bin tolstoy
-log "release build of the ceiling (bench/ceiling: hyper + tokio-postgres, the least a server must do)"
-CARGO_TARGET_DIR="$target/ceiling" cargo build --release --quiet --manifest-path bench/ceiling/Cargo.toml
-export BENCH_CEILING_BINARY="$target/ceiling/release/ceiling"
+if [ -n "${BENCH_BINARY:-}" ]; then
+  log "this build: $BENCH_BINARY, already built"
+else
+  log "release build"
+  cargo build --release --quiet --bin tolstoy
+  BENCH_BINARY="$target/release/tolstoy"
+fi
+if [ -n "${BENCH_CEILING_BINARY:-}" ]; then
+  log "the ceiling: $BENCH_CEILING_BINARY, already built"
+else
+  log "release build of the ceiling (bench/ceiling: hyper + tokio-postgres, the least a server must do)"
+  CARGO_TARGET_DIR="$target/ceiling" cargo build --release --quiet --manifest-path bench/ceiling/Cargo.toml
+  BENCH_CEILING_BINARY="$target/ceiling/release/ceiling"
+fi
+export BENCH_CEILING_BINARY
 unset TEST_DATABASE_URL
 # auto_explain is off (its default) until bench.py turns it on (ALTER SYSTEM, which a -c here
 # would override) for the few requests whose plans it shows.
 POSTGRES_OPTIONS="-c shared_preload_libraries=pg_stat_statements,auto_explain" start_throwaway_postgres
-BENCH_BINARY="$target/release/tolstoy" BENCH_SECONDS="${1:-10}" python3 bench/bench.py
+BENCH_BINARY="$BENCH_BINARY" BENCH_SECONDS="${1:-10}" python3 bench/bench.py
