@@ -200,40 +200,45 @@ def backends():
     return [int(pid) for pid in found.stdout.split()]
 
 
-def machine_busy_seconds():
-    """CPU seconds the whole machine has spent busy (all but idle and I/O wait), all cores."""
+def machine_seconds():
+    """CPU seconds the whole machine has spent busy (all but idle and I/O wait), and those the
+    hypervisor stole from it (a share of the cores this machine did not get), all cores."""
     with open("/proc/stat") as stat:
         fields = [int(n) for n in stat.readline().split()[1:]]
-    return (sum(fields[:8]) - fields[3] - fields[4]) / CLOCK_TICKS
+    return (sum(fields[:8]) - fields[3] - fields[4]) / CLOCK_TICKS, fields[7] / CLOCK_TICKS
 
 
 def run_measuring_cpu(command, seconds, others, **options):
     """Runs `command` for about `seconds` and returns its stdout, the CPU seconds per second
     of wall time that it, each process group of `others` (name -> pids) and PostgreSQL's
     backends used in the middle of the run (a second in from either end, when all are busy),
-    and the cores busy on the whole machine meanwhile (the difference is someone else's)."""
+    the cores busy on the whole machine meanwhile (the difference is someone else's), and the
+    share of the machine's cores the hypervisor stole meanwhile (figures taken under much steal
+    are noise)."""
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **options)
     margin = 1 if seconds >= 3 else 0
     time.sleep(margin)
     groups = {"client": [process.pid], **others, "postgres": backends()}
     started, before = time.monotonic(), {name: cpu_seconds(pids) for name, pids in groups.items()}
-    machine = machine_busy_seconds()
+    busy, stolen = machine_seconds()
     time.sleep(max(seconds - 2 * margin, 0.5))
     elapsed, after = time.monotonic() - started, {name: cpu_seconds(pids) for name, pids in groups.items()}
-    machine = (machine_busy_seconds() - machine) / elapsed
+    busy_after, stolen_after = machine_seconds()
+    machine = (busy_after - busy) / elapsed
+    steal = (stolen_after - stolen) / elapsed / (os.cpu_count() or 1)
     out, err = process.communicate()
     if process.returncode != 0:
         raise RuntimeError(f"{command[0]} failed: {err[-500:]}")
     load = {name: sum(after[name][pid] - before[name][pid] for pid in after[name] if pid in before[name]) / elapsed
             for name in groups}
-    return out, load, machine
+    return out, load, machine, steal
 
 
 def wrk(server, script, tenant, seconds=SECONDS, connections=CONNECTIONS, threads=THREADS, others=None, **env):
     """`others` (name -> pids): more processes whose CPU is read beside the server's."""
     environment = dict(os.environ, BENCH_LUA_DIR=LUA_DIR, BENCH_ORG=tenant["org"],
                        BENCH_USER=tenant["user"], **env)
-    out, load, machine = run_measuring_cpu(["wrk", "--latency", "-t", str(threads), "-c", str(connections),
+    out, load, machine, steal = run_measuring_cpu(["wrk", "--latency", "-t", str(threads), "-c", str(connections),
                                    "-d", f"{seconds}s", "-s", os.path.join(LUA_DIR, script), server.base],
                                   seconds, {"server": [server.process.pid], **(others or {})}, env=environment)
     def number(pattern, default="0"):
@@ -248,7 +253,8 @@ def wrk(server, script, tenant, seconds=SECONDS, connections=CONNECTIONS, thread
         say(f"{script}: {failure[0] or failure[1]}")
     return {"rps": float(number(r"Requests/sec:\s+([\d.]+)")),
             "p50": millis(number(r"^\s+50%\s+(\S+)")), "p99": millis(number(r"^\s+99%\s+(\S+)")),
-            "requests": int(number(r"(\d+) requests in")), "errors": errors, "cpu": load, "machine": machine}
+            "requests": int(number(r"(\d+) requests in")), "errors": errors, "cpu": load, "machine": machine,
+            "steal": steal}
 
 
 def statements_of(server, tenant, method, path, body, count=50, key=None):
@@ -341,11 +347,11 @@ def pgbench_script(url, statements, name):
 
 def pgbench(url, script, seconds=SECONDS):
     """pgbench exits non-zero when a transaction fails, so a result has no errors."""
-    out, load, machine = run_measuring_cpu(["pgbench", "-n", "-M", "prepared", "-c", str(POOL), "-j", str(THREADS),
+    out, load, machine, steal = run_measuring_cpu(["pgbench", "-n", "-M", "prepared", "-c", str(POOL), "-j", str(THREADS),
                                    "-T", str(seconds), "-f", script, url], seconds, {})
     tps = float(re.search(r"tps = ([\d.]+) \(without initial connection time\)", out).group(1))
     latency = float(re.search(r"latency average = ([\d.]+) ms", out).group(1))
-    return {"tps": tps, "latency": latency, "cpu": load, "machine": machine}
+    return {"tps": tps, "latency": latency, "cpu": load, "machine": machine, "steal": steal}
 
 
 def row(*cells):
@@ -379,7 +385,7 @@ def measure_ratios(url, tenant, servers):
                 result["peak"] = server.memory("VmHWM")
                 results[label][name].append(result)
                 say(f"ratio round {n}: {label}: {name}: {result['rps']:.0f} req/s, p99 {result['p99']:.2f} ms, "
-                    f"{result['errors']} errors")
+                    f"{result['errors']} errors, {result['steal']:.0%} of the cores stolen")
     return results
 
 
@@ -401,6 +407,9 @@ def print_ratios(results):
             row(name, label, f"{rps:.0f}", f"{median_of(runs, 'p50'):.2f}", f"{median_of(runs, 'p99'):.2f}",
                 sum(r["errors"] for r in runs), f"{median_of(cpu, 'server'):.0f}", f"{median_of(cpu, 'postgres'):.0f}",
                 f"{rps / top:.0%}")
+    stolen = max(r["steal"] for label in labels for runs in results[label].values() for r in runs)
+    print(f"\nThe most of the machine's cores the hypervisor stole during any of these: {stolen:.0%} "
+          f"(much more than a few percent makes req/s noise).")
     print("\nEach round (req/s, and the fraction of the ceiling's in the same round):\n")
     row("scenario", "round", *labels)
     row(*["---"] * (2 + len(labels)))

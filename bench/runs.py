@@ -209,10 +209,10 @@ class CpuWindow:
         return {name: bench.cpu_seconds(pids() if callable(pids) else pids) for name, pids in self.groups.items()}
 
     def start(self):
-        self.before, self.machine, self.started = self._read(), bench.machine_busy_seconds(), time.monotonic()
+        self.before, self.machine, self.started = self._read(), bench.machine_seconds()[0], time.monotonic()
 
     def stop(self):
-        after, machine, elapsed = self._read(), bench.machine_busy_seconds(), time.monotonic() - self.started
+        after, machine, elapsed = self._read(), bench.machine_seconds()[0], time.monotonic() - self.started
         used = {name: sum(cpu - self.before[name].get(pid, 0) for pid, cpu in after[name].items())
                 for name in after}
         return {"used": used, "machine": machine - self.machine, "elapsed": elapsed}
