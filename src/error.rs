@@ -194,6 +194,19 @@ impl ApiError {
         }
     }
 
+    /// 422: a field breaks a rule of the caller's organization; nothing was written.
+    pub fn against_organization_rule(field: &str, message: &str) -> Self {
+        Self {
+            errors: vec![FieldError::new(field, message)],
+            ..Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "/problems/organization-rule",
+                "Refused by a rule of the organization",
+                format!("{field}: {message}"),
+            )
+        }
+    }
+
     /// 422: a flow has a step the executor cannot run; nothing was queued.
     pub fn unrunnable(field: &str, message: &str) -> Self {
         Self {
@@ -358,6 +371,9 @@ impl From<ServiceError> for ApiError {
                 Self::unknown_reference(field, &message)
             }
             ServiceError::Unrunnable { field, message } => Self::unrunnable(&field, &message),
+            ServiceError::AgainstOrganizationRule { field, message } => {
+                Self::against_organization_rule(field, &message)
+            }
             ServiceError::Invalid(errors) => Self::validation(errors),
             ServiceError::NoSealingKey(_) => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,

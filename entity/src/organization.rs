@@ -9,6 +9,10 @@ pub struct Model {
     /// Days that execution logs and finished runs are kept; `None`: the server's
     /// `RETENTION_DAYS`; 0: for ever.
     pub retention_days: Option<i32>,
+    /// The domains users' emails must be in, normalised (lower-case ASCII, `*.` for
+    /// subdomains); `None` or empty: any.
+    #[sea_orm(column_type = "JsonBinary", nullable)]
+    pub allowed_email_domains: Option<Json>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

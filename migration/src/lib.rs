@@ -18,6 +18,7 @@ mod m20261202_000009_create_runs;
 mod m20261203_000010_add_tool_credentials;
 mod m20261203_000011_add_retention;
 mod m20261203_000012_add_run_traceparent;
+mod m20261203_000013_add_allowed_email_domains;
 
 pub struct Migrator;
 
@@ -37,6 +38,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000010_add_tool_credentials::Migration),
             Box::new(m20261203_000011_add_retention::Migration),
             Box::new(m20261203_000012_add_run_traceparent::Migration),
+            Box::new(m20261203_000013_add_allowed_email_domains::Migration),
         ]
     }
 }

@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::body::{Fields, JsonBody, ReadBody};
 use super::pagination::page_request;
 use super::responses::{Created, Deleted, Listed, Reply};
-use super::rules::{retention_days, text};
+use super::rules::{email_domains, retention_days, text};
 use super::timestamp::Timestamp;
 use super::ApiTags;
 use crate::error::ApiError;
@@ -34,6 +34,9 @@ pub struct OrganizationOut {
     /// `RETENTION_DAYS`.
     #[oai(nullable)]
     pub retention_days: Option<i32>,
+    /// The domains users' emails must be in, lower-case ASCII (`*.acme.com`: its subdomains);
+    /// empty: any.
+    pub allowed_email_domains: Vec<String>,
     /// When it was created.
     pub created_at: Timestamp,
     /// When it was last changed.
@@ -42,10 +45,12 @@ pub struct OrganizationOut {
 
 impl From<organization::Model> for OrganizationOut {
     fn from(row: organization::Model) -> Self {
+        let allowed_email_domains = organizations::allowed_email_domains(&row);
         Self {
             id: row.id,
             name: row.name,
             retention_days: row.retention_days,
+            allowed_email_domains,
             created_at: row.created_at.into(),
             updated_at: row.updated_at.into(),
         }
@@ -69,6 +74,10 @@ pub struct OrganizationIn {
     /// null: the server's `RETENTION_DAYS`.
     #[oai(validator(minimum(value = "0"), maximum(value = "3650")), nullable)]
     pub retention_days: Option<i32>,
+    /// At most 50 lower-case domain names users' emails must be in (`*.acme.com` admits its
+    /// subdomains, not itself); compared after IDNA normalisation. Absent, null or empty: any.
+    #[oai(validator(max_items = 50), nullable)]
+    pub allowed_email_domains: Option<Vec<String>>,
 }
 
 impl Example for OrganizationIn {
@@ -76,6 +85,7 @@ impl Example for OrganizationIn {
         Self {
             name: "Acme".to_owned(),
             retention_days: None,
+            allowed_email_domains: Some(vec!["acme.com".to_owned()]),
         }
     }
 }
@@ -87,6 +97,9 @@ impl ReadBody for OrganizationIn {
         NewOrganization {
             name: fields.required("name", text(1, 200)),
             retention_days: fields.optional("retentionDays", retention_days),
+            allowed_email_domains: fields
+                .optional("allowedEmailDomains", email_domains)
+                .unwrap_or_default(),
         }
     }
 }
@@ -107,6 +120,11 @@ pub struct OrganizationUpdate {
     /// 0 (for ever) to 3650 days; null: back to the server's `RETENTION_DAYS`.
     #[oai(validator(minimum(value = "0"), maximum(value = "3650")), nullable)]
     pub retention_days: Option<i32>,
+    /// Replaces the list (an admin's or owner's change, in keys mode); null or empty: any
+    /// domain. Existing users stay: `GET /users?outsideAllowedDomains=true` lists those the
+    /// list no longer admits.
+    #[oai(validator(max_items = 50), nullable)]
+    pub allowed_email_domains: Option<Vec<String>>,
 }
 
 impl Example for OrganizationUpdate {
@@ -114,6 +132,7 @@ impl Example for OrganizationUpdate {
         Self {
             name: Some("Acme Inc.".to_owned()),
             retention_days: Some(90),
+            allowed_email_domains: Some(vec!["acme.com".to_owned(), "*.acme.com".to_owned()]),
         }
     }
 }
@@ -125,6 +144,9 @@ impl ReadBody for OrganizationUpdate {
         OrganizationChanges {
             name: fields.patch("name", text(1, 200)),
             retention_days: fields.patch_nullable("retentionDays", retention_days),
+            allowed_email_domains: fields
+                .patch_nullable("allowedEmailDomains", email_domains)
+                .map(Option::unwrap_or_default),
         }
     }
 }

@@ -228,6 +228,7 @@ mod tests {
                 id: Uuid::now_v7(),
                 name: "Acme".to_owned(),
                 retention_days: some.then_some(90),
+                allowed_email_domains: vec!["acme.com".to_owned()],
                 created_at: at(8),
                 updated_at: at(9),
             };

@@ -14,6 +14,7 @@ use uuid::Uuid;
 use validator::ValidateEmail;
 
 use crate::identity::Role;
+use crate::service::email_domains;
 
 fn json_type(value: &Value) -> &'static str {
     match value {
@@ -290,6 +291,27 @@ pub fn retention_days(value: Value) -> Result<i32, String> {
         .filter(|days| (0..=3650).contains(days))
         .and_then(|days| i32::try_from(days).ok())
         .ok_or_else(|| "must be an integer from 0 (keep for ever) to 3650".to_owned())
+}
+
+/// An organization's `allowedEmailDomains`: at most 50 lower-case domain names (`*.acme.com`
+/// for subdomains), stored normalised.
+pub fn email_domains(value: Value) -> Result<Vec<String>, String> {
+    let Value::Array(entries) = value else {
+        return Err("must be an array of domain names".to_owned());
+    };
+    if entries.len() > email_domains::MAX_ENTRIES {
+        return Err(format!(
+            "must hold at most {} domain names",
+            email_domains::MAX_ENTRIES
+        ));
+    }
+    entries
+        .iter()
+        .map(|entry| match entry {
+            Value::String(entry) => email_domains::normalized_entry(entry),
+            _ => Err("must hold domain names as strings".to_owned()),
+        })
+        .collect()
 }
 
 /// A tool's `credentials`: an object of at most 16 KiB; its members are checked against the

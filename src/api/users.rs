@@ -174,6 +174,9 @@ impl UsersApi {
     }
 
     /// List the organization's users, newest first.
+    ///
+    /// With `outsideAllowedDomains=true`, only those whose email the organization's
+    /// `allowedEmailDomains` no longer admit.
     #[oai(path = "/users", method = "get", operation_id = "listUsers")]
     async fn list(
         &self,
@@ -186,9 +189,17 @@ impl UsersApi {
         /// The opaque cursor from the previous page's `Link` header.
         #[oai(validator(pattern = "^[0-9a-f]{32}$"))]
         cursor: Query<Option<String>>,
+        /// `true`: only the users whose email the organization's `allowedEmailDomains` no
+        /// longer admit (none when it sets no domains).
+        #[oai(name = "outsideAllowedDomains")]
+        outside_allowed_domains: Query<Option<bool>>,
     ) -> Result<Listed<UserOut>, ApiError> {
         let page = page_request(limit.0, cursor.0.as_deref())?;
-        let rows = users::list(&state.db, &caller.tenant, page).await?;
+        let rows = if outside_allowed_domains.0.unwrap_or(false) {
+            users::list_outside_allowed_domains(&state.db, &caller.tenant, page).await?
+        } else {
+            users::list(&state.db, &caller.tenant, page).await?
+        };
         Ok(Listed::page(request, page, rows))
     }
 

@@ -2,6 +2,7 @@
 
 pub mod actions;
 pub mod api_keys;
+pub mod email_domains;
 pub mod execution_logs;
 pub mod flows;
 pub mod organizations;
@@ -37,6 +38,12 @@ pub enum ServiceError {
     /// A body names a row that does not exist in the caller's organization.
     #[error("{field}: {message}")]
     UnknownReference {
+        field: &'static str,
+        message: String,
+    },
+    /// A field breaks a rule the organization set (an email outside its allowed domains).
+    #[error("{field}: {message}")]
+    AgainstOrganizationRule {
         field: &'static str,
         message: String,
     },

@@ -18,6 +18,8 @@ pub struct NewOrganization {
     pub name: String,
     /// `None`: the server's `RETENTION_DAYS`.
     pub retention_days: Option<i32>,
+    /// Normalised entries; empty: any domain.
+    pub allowed_email_domains: Vec<String>,
 }
 
 /// A validated partial update; `None` leaves a field as it is.
@@ -26,6 +28,8 @@ pub struct OrganizationChanges {
     pub name: Option<String>,
     /// `Some(None)`: back to the server's `RETENTION_DAYS`.
     pub retention_days: Option<Option<i32>>,
+    /// A new list of normalised entries (empty: any domain).
+    pub allowed_email_domains: Option<Vec<String>>,
 }
 
 /// The row of a new organization.
@@ -35,9 +39,23 @@ pub fn new_row(new: NewOrganization) -> organization::ActiveModel {
         id: Set(Uuid::now_v7()),
         name: Set(new.name),
         retention_days: Set(new.retention_days),
+        allowed_email_domains: Set(domains_column(new.allowed_email_domains)),
         created_at: Set(at),
         updated_at: Set(at),
     }
+}
+
+/// The organization's allowed email domains (normalised); empty: any.
+pub fn allowed_email_domains(row: &organization::Model) -> Vec<String> {
+    row.allowed_email_domains
+        .as_ref()
+        .and_then(|domains| serde_json::from_value(domains.clone()).ok())
+        .unwrap_or_default()
+}
+
+/// The column's value for `domains`: null for none.
+fn domains_column(domains: Vec<String>) -> Option<serde_json::Value> {
+    (!domains.is_empty()).then(|| serde_json::Value::from(domains))
 }
 
 pub async fn create(db: &Pool, new: NewOrganization) -> Result<organization::Model, ServiceError> {
@@ -77,7 +95,10 @@ pub async fn update(
     let retention_days = changes
         .retention_days
         .filter(|days| *days != current.retention_days);
-    if name.is_none() && retention_days.is_none() {
+    let domains = changes
+        .allowed_email_domains
+        .filter(|domains| *domains != allowed_email_domains(&current));
+    if name.is_none() && retention_days.is_none() && domains.is_none() {
         return Ok(current);
     }
     // Only the changed columns are written: a concurrent change to another field stays.
@@ -87,6 +108,9 @@ pub async fn update(
     }
     if let Some(days) = retention_days {
         row.retention_days = Set(days);
+    }
+    if let Some(domains) = domains {
+        row.allowed_email_domains = Set(domains_column(domains));
     }
     row.updated_at = Set(now());
     Ok(row.update(db).await?)

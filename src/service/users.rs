@@ -1,7 +1,9 @@
 //! Users of an organization, and the rules of their roles.
 
-use entity::{execution_log, run, user};
-use sea_orm::{ColumnTrait, Condition, PaginatorTrait, QueryFilter, Set};
+use entity::{execution_log, organization, run, user};
+use sea_orm::{
+    ColumnTrait, Condition, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, Set,
+};
 use uuid::Uuid;
 
 use super::pagination::{Page, PageRequest};
@@ -10,7 +12,7 @@ use super::tenant_scope::{
     clear_dependents, delete_locked, get_for, insert_for, insert_where, lock_for_delete, page_for,
     set_if_changed, update_returning, Dependents, TenantScoped,
 };
-use super::{conflict_on_duplicate, now, ServiceError};
+use super::{conflict_on_duplicate, email_domains, now, organizations, ServiceError};
 use crate::db::{Pool, Transaction};
 
 const DUPLICATE_EMAIL: &str = "a user with this email already exists in the organization";
@@ -63,6 +65,7 @@ pub fn new_row(org_id: Uuid, new: NewUser) -> user::ActiveModel {
 /// user (in headers mode), and so may the platform operator; it becomes the `owner` whatever
 /// role was asked for.
 pub async fn create(db: &Pool, tenant: &Tenant, new: NewUser) -> Result<user::Model, ServiceError> {
+    require_allowed_email(db, tenant, &new.email).await?;
     let role = new.role.unwrap_or(Role::Editor);
     let mut row = new_row(tenant.org_id, new);
     let giver = tenant.needing(role);
@@ -114,6 +117,85 @@ pub async fn list(
     page_for::<user::Entity>(db, tenant, Condition::all(), page).await
 }
 
+/// Rows read per batch while looking for users outside the allowed domains.
+const OUTSIDE_BATCH: u64 = 500;
+
+/// One page of the users whose email the organization's `allowedEmailDomains` no longer
+/// admits, newest first. The domains compare after IDNA normalisation, which SQL cannot do, so
+/// the organization's users are walked in batches (keyset, never all at once) until the page
+/// is full; its cursor is the last user it holds, as for the plain list.
+pub async fn list_outside_allowed_domains(
+    db: &Pool,
+    tenant: &Tenant,
+    page: PageRequest,
+) -> Result<Page<user::Model>, ServiceError> {
+    let domains = organization_domains(db, tenant.org_id).await?;
+    let mut outside = Vec::new();
+    let mut after = page.after;
+    loop {
+        let batch = PageRequest {
+            limit: OUTSIDE_BATCH,
+            after,
+        };
+        let rows = page_for::<user::Entity>(db, tenant, Condition::all(), batch).await?;
+        after = rows.next;
+        for row in rows.items {
+            if !email_domains::admits(&domains, &row.email) {
+                outside.push(row);
+            }
+            if outside.len() as u64 > page.limit {
+                return Ok(Page::of(outside, page.limit, |row| row.id));
+            }
+        }
+        if after.is_none() {
+            return Ok(Page::of(outside, page.limit, |row| row.id));
+        }
+    }
+}
+
+/// The organization's allowed email domains; empty when it sets none (or does not exist: the
+/// statement that follows refuses that as usual).
+async fn organization_domains(
+    db: &impl ConnectionTrait,
+    org_id: Uuid,
+) -> Result<Vec<String>, ServiceError> {
+    Ok(organization::Entity::find_by_id(org_id)
+        .one(db)
+        .await?
+        .map(|org| organizations::allowed_email_domains(&org))
+        .unwrap_or_default())
+}
+
+/// 422 on `email` when the organization's `allowedEmailDomains` do not admit `email`. Only a
+/// caller who may add users learns the rule: a member (with the role the call needs), the
+/// platform operator, or the first user of an organization that has none; anyone else gets
+/// the refusal they would get anyway.
+async fn require_allowed_email(
+    db: &impl ConnectionTrait,
+    tenant: &Tenant,
+    email: &str,
+) -> Result<(), ServiceError> {
+    let domains = organization_domains(db, tenant.org_id).await?;
+    if email_domains::admits(&domains, email) {
+        return Ok(());
+    }
+    if !tenant.operator {
+        if let Err(refusal) = tenancy::require_role(db, tenant).await {
+            let has_users = user::Entity::find_in_org(tenant.org_id).count(db).await? > 0;
+            if has_users {
+                return Err(refusal);
+            }
+        }
+    }
+    Err(ServiceError::AgainstOrganizationRule {
+        field: "email",
+        message: format!(
+            "is outside the organization's allowedEmailDomains ({})",
+            domains.join(", ")
+        ),
+    })
+}
+
 /// How many owners the organization has, read inside `txn` (which holds the organization's
 /// lock, so that no other change of owners can land in between).
 async fn owners(txn: &Transaction, org_id: Uuid) -> Result<u64, ServiceError> {
@@ -151,6 +233,13 @@ pub async fn update(
 ) -> Result<user::Model, ServiceError> {
     let txn = db.begin().await?;
     let (current, caller_role) = target_for_change(&txn, tenant, id).await?;
+    if let Some(email) = changes
+        .email
+        .as_deref()
+        .filter(|email| *email != current.email)
+    {
+        require_allowed_email(&txn, tenant, email).await?;
+    }
     let mut row: user::ActiveModel = Default::default();
     let email_folded = changes.email.as_deref().map(fold);
     let role = changes.role.map(|role| role.as_str().to_owned());

@@ -5,6 +5,7 @@ mod helpers;
 
 mod concurrency;
 mod credentials;
+mod email_domains;
 mod errors;
 mod identity;
 mod metrics;

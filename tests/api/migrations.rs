@@ -46,6 +46,7 @@ async fn insert_org(app: &TestApp) -> Uuid {
         id: Set(id),
         name: Set("Org".into()),
         retention_days: Set(None),
+        allowed_email_domains: Set(None),
         created_at: Set(at),
         updated_at: Set(at),
     }

@@ -11,6 +11,14 @@ use uuid::Uuid;
 use crate::helpers::{ids, next_path, TestApp};
 use crate::on_both_backends;
 
+/// `PUT /organizations/{org_id}` with `body`, which must succeed; the organization as it is
+/// now.
+pub(crate) async fn update_organization(app: &TestApp, org_id: &str, body: &Value) -> Value {
+    let reply = app.put(&format!("/organizations/{org_id}"), body).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    reply.body
+}
+
 fn is_api_timestamp(value: &Value) -> bool {
     let Some(text) = value.as_str() else {
         return false;

@@ -17,6 +17,7 @@ use uuid::Uuid;
 use crate::helpers::process::tolstoy;
 use crate::helpers::{Caller, TestApp};
 use crate::on_both_backends;
+use crate::organizations::update_organization;
 use crate::recovery::spawn;
 
 fn days_ago(days: i64) -> DateTime<Utc> {
@@ -159,14 +160,9 @@ async fn logs_of(app: &TestApp, caller: &Caller) -> u64 {
 }
 
 async fn set_retention(app: &TestApp, caller: &Caller, days: serde_json::Value) {
-    let reply = app
-        .put(
-            &format!("/organizations/{}", caller.org_id),
-            &json!({"retentionDays": days}),
-        )
-        .await;
-    assert_eq!(reply.status, 200, "{}", reply.text);
-    assert_eq!(reply.body["retentionDays"], days);
+    let body = json!({"retentionDays": days});
+    let organization = update_organization(app, &caller.org_id, &body).await;
+    assert_eq!(organization["retentionDays"], days);
 }
 
 on_both_backends! {
