@@ -34,8 +34,7 @@ pub struct OrganizationOut {
     /// `RETENTION_DAYS`.
     #[oai(nullable)]
     pub retention_days: Option<i32>,
-    /// The domains users' emails must be in, lower-case ASCII (`*.acme.com`: its subdomains);
-    /// empty: any.
+    /// The domains users' emails must be in (`*.acme.com`: its subdomains); empty: any.
     pub allowed_email_domains: Vec<String>,
     /// When it was created.
     pub created_at: Timestamp,
@@ -74,9 +73,17 @@ pub struct OrganizationIn {
     /// null: the server's `RETENTION_DAYS`.
     #[oai(validator(minimum(value = "0"), maximum(value = "3650")), nullable)]
     pub retention_days: Option<i32>,
-    /// At most 50 lower-case domain names users' emails must be in (`*.acme.com` admits its
-    /// subdomains, not itself); compared after IDNA normalisation. Absent, null or empty: any.
-    #[oai(validator(max_items = 50), nullable)]
+    /// At most 50 lower-case ASCII domain names (punycode for an internationalized one) users'
+    /// emails must be in (`*.acme.com` admits its subdomains, not itself); an email's domain is
+    /// compared after IDNA normalisation. Absent, null or empty: any.
+    #[oai(
+        validator(
+            max_items = 50,
+            max_length = 255,
+            pattern = r"^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+        ),
+        nullable
+    )]
     pub allowed_email_domains: Option<Vec<String>>,
 }
 
@@ -123,7 +130,14 @@ pub struct OrganizationUpdate {
     /// Replaces the list (an admin's or owner's change, in keys mode); null or empty: any
     /// domain. Existing users stay: `GET /users?outsideAllowedDomains=true` lists those the
     /// list no longer admits.
-    #[oai(validator(max_items = 50), nullable)]
+    #[oai(
+        validator(
+            max_items = 50,
+            max_length = 255,
+            pattern = r"^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+        ),
+        nullable
+    )]
     pub allowed_email_domains: Option<Vec<String>>,
 }
 

@@ -293,8 +293,8 @@ pub fn retention_days(value: Value) -> Result<i32, String> {
         .ok_or_else(|| "must be an integer from 0 (keep for ever) to 3650".to_owned())
 }
 
-/// An organization's `allowedEmailDomains`: at most 50 lower-case domain names (`*.acme.com`
-/// for subdomains), stored normalised.
+/// An organization's `allowedEmailDomains`: at most 50 lower-case ASCII domain names
+/// (`*.acme.com` for subdomains).
 pub fn email_domains(value: Value) -> Result<Vec<String>, String> {
     let Value::Array(entries) = value else {
         return Err("must be an array of domain names".to_owned());
@@ -308,7 +308,7 @@ pub fn email_domains(value: Value) -> Result<Vec<String>, String> {
     entries
         .iter()
         .map(|entry| match entry {
-            Value::String(entry) => email_domains::normalized_entry(entry),
+            Value::String(entry) => email_domains::checked_entry(entry),
             _ => Err("must hold domain names as strings".to_owned()),
         })
         .collect()
