@@ -130,6 +130,14 @@ pub async fn list_outside_allowed_domains(
     page: PageRequest,
 ) -> Result<Page<user::Model>, ServiceError> {
     let domains = organization_domains(db, tenant.org_id).await?;
+    if domains.is_empty() {
+        // Every email fits an empty list; the membership check still decides who may ask.
+        tenancy::require_role(db, tenant).await?;
+        return Ok(Page {
+            items: Vec::new(),
+            next: None,
+        });
+    }
     let mut outside = Vec::new();
     let mut after = page.after;
     loop {
