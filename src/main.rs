@@ -233,8 +233,7 @@ async fn run(command: Command) -> Result<(), StartupError> {
                     org.org_id, org.days, org.execution_logs, org.runs
                 );
             }
-            let execution_logs: u64 = pass.pruned().iter().map(|org| org.execution_logs).sum();
-            let runs: u64 = pass.pruned().iter().map(|org| org.runs).sum();
+            let (execution_logs, runs) = pass.totals();
             println!("{verb} {execution_logs} execution log(s) and {runs} run(s) in all");
             if let Pass::Busy(_) = pass {
                 return Err(StartupError::Invalid(

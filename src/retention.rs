@@ -63,6 +63,13 @@ impl Pass {
             Self::Done(pruned) | Self::Busy(pruned) | Self::Stopped(pruned) => pruned,
         }
     }
+
+    /// The execution logs and the runs deleted (or to delete) in all organizations.
+    pub fn totals(&self) -> (u64, u64) {
+        self.pruned().iter().fold((0, 0), |(logs, runs), pruned| {
+            (logs + pruned.execution_logs, runs + pruned.runs)
+        })
+    }
 }
 
 /// Whether a pass deletes or only counts.
@@ -127,7 +134,7 @@ pub async fn prune(
                 done.execution_logs = logs.count(db).await?;
                 done.runs = runs.count(db).await?;
             } else {
-                let (deleted, stop) = delete_in_batches(
+                let (deleted, mut stop) = delete_in_batches(
                     db,
                     "execution_logs",
                     oldest_batch(
@@ -140,21 +147,16 @@ pub async fn prune(
                 )
                 .await?;
                 done.execution_logs = deleted;
-                let stop = match stop {
-                    Some(stop) => Some(stop),
-                    None => {
-                        let (deleted, stop) = delete_in_batches(
-                            db,
-                            "runs",
-                            oldest_batch(runs, run::Column::Id, run::Column::FinishedAt),
-                            stopped,
-                            metrics,
-                        )
-                        .await?;
-                        done.runs = deleted;
-                        stop
-                    }
-                };
+                if stop.is_none() {
+                    (done.runs, stop) = delete_in_batches(
+                        db,
+                        "runs",
+                        oldest_batch(runs, run::Column::Id, run::Column::FinishedAt),
+                        stopped,
+                        metrics,
+                    )
+                    .await?;
+                }
                 if let Some(stop) = stop {
                     keep(&mut pruned, done);
                     return Ok(match stop {
@@ -297,10 +299,10 @@ pub async fn run_in_background(
         )
         .await
         {
-            Ok(Pass::Busy(pruned)) => {
-                log_pass(&pruned, "another process is pruning; this pass stopped")
+            Ok(pass @ Pass::Busy(_)) => {
+                log_pass(&pass, "another process is pruning; this pass stopped")
             }
-            Ok(pass) => log_pass(pass.pruned(), "retention pass done"),
+            Ok(pass) => log_pass(&pass, "retention pass done"),
             Err(err) => tracing::warn!(error = %err, "retention pass failed; retried at the next"),
         }
         tokio::select! {
@@ -310,14 +312,13 @@ pub async fn run_in_background(
     }
 }
 
-fn log_pass(pruned: &[Pruned], message: &'static str) {
-    let execution_logs: u64 = pruned.iter().map(|p| p.execution_logs).sum();
-    let runs: u64 = pruned.iter().map(|p| p.runs).sum();
+fn log_pass(pass: &Pass, message: &'static str) {
+    let (execution_logs, runs) = pass.totals();
     if execution_logs > 0 || runs > 0 {
         tracing::info!(
             execution_logs,
             runs,
-            organizations = pruned.len(),
+            organizations = pass.pruned().len(),
             "{message}"
         );
     } else {

@@ -64,7 +64,6 @@ pub async fn serve_metrics(request: &Request, state: Data<&AppState>) -> Respons
     if !state.identity.may_read_metrics(authorization) {
         return ApiError::unauthenticated().into_response();
     }
-    let usage = state.db.usage();
     let queue = match queue::snapshot(&state.db).await {
         Ok(queue) => Some(queue),
         Err(err) => {
@@ -73,10 +72,7 @@ pub async fn serve_metrics(request: &Request, state: Data<&AppState>) -> Respons
         }
     };
     let snapshot = Snapshot {
-        pool_max: usage.max,
-        pool_busy: usage.busy,
-        pool_idle: usage.idle,
-        pool_waiting: usage.waiting,
+        pool: state.db.usage(),
         queue,
     };
     state

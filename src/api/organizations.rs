@@ -285,3 +285,30 @@ impl OrganizationsApi {
         Ok(Deleted::Deleted)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::MAX_RETENTION_DAYS;
+    use crate::service::email_domains::{ENTRY_PATTERN, MAX_ENTRIES, MAX_ENTRY_CHARS};
+
+    /// poem-openapi's attributes take literals only: the document's bounds and pattern must be
+    /// the constants the server checks with.
+    #[test]
+    fn the_document_states_the_rules_the_server_checks() {
+        let document = super::super::openapi_value();
+        for schema in ["OrganizationIn", "OrganizationUpdate"] {
+            let properties = &document["components"]["schemas"][schema]["properties"];
+            let domains = &properties["allowedEmailDomains"];
+            assert_eq!(domains["maxItems"], MAX_ENTRIES, "{schema}");
+            assert_eq!(domains["items"]["maxLength"], MAX_ENTRY_CHARS, "{schema}");
+            assert_eq!(domains["items"]["pattern"], ENTRY_PATTERN, "{schema}");
+            let days = &properties["retentionDays"];
+            assert_eq!(
+                days["maximum"].as_f64(),
+                Some(f64::from(MAX_RETENTION_DAYS)),
+                "{schema}"
+            );
+            assert_eq!(days["minimum"].as_f64(), Some(0.0), "{schema}");
+        }
+    }
+}

@@ -13,6 +13,7 @@ use url::{Host, Url};
 use uuid::Uuid;
 use validator::ValidateEmail;
 
+use crate::config::MAX_RETENTION_DAYS;
 use crate::identity::Role;
 use crate::service::email_domains;
 
@@ -284,13 +285,13 @@ pub fn version(value: Value) -> Result<i32, String> {
         .ok_or_else(|| "must be a positive integer".to_owned())
 }
 
-/// An organization's `retentionDays`: 0 (keep for ever) to 3650.
+/// An organization's `retentionDays`: 0 (keep for ever) to [`MAX_RETENTION_DAYS`].
 pub fn retention_days(value: Value) -> Result<i32, String> {
     value
         .as_i64()
-        .filter(|days| (0..=3650).contains(days))
+        .filter(|days| (0..=i64::from(MAX_RETENTION_DAYS)).contains(days))
         .and_then(|days| i32::try_from(days).ok())
-        .ok_or_else(|| "must be an integer from 0 (keep for ever) to 3650".to_owned())
+        .ok_or_else(|| format!("must be an integer from 0 (keep for ever) to {MAX_RETENTION_DAYS}"))
 }
 
 /// An organization's `allowedEmailDomains`: at most 50 lower-case ASCII domain names

@@ -16,6 +16,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Metric, Registry};
 
+use crate::db::PoolUsage;
+
 /// The content type of [`Metrics::render`].
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -100,12 +102,9 @@ struct Inner {
 }
 
 /// What a scrape reads from the pool and the database.
-#[derive(Debug, Default, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Snapshot {
-    pub pool_max: u64,
-    pub pool_busy: u64,
-    pub pool_idle: u64,
-    pub pool_waiting: u64,
+    pub pool: PoolUsage,
     /// `None` when the database did not answer.
     pub queue: Option<QueueSnapshot>,
 }
@@ -292,14 +291,15 @@ impl Metrics {
     /// The text of a scrape, with the gauges set from `snapshot`.
     pub fn render(&self, snapshot: &Snapshot) -> String {
         let inner = &self.inner;
-        inner.pool_max.set(gauge_value(snapshot.pool_max));
-        for (state, value) in [("busy", snapshot.pool_busy), ("idle", snapshot.pool_idle)] {
+        let pool = &snapshot.pool;
+        inner.pool_max.set(gauge_value(pool.max));
+        for (state, value) in [("busy", pool.busy), ("idle", pool.idle)] {
             inner
                 .pool_connections
                 .get_or_create(&ConnectionLabels { state })
                 .set(gauge_value(value));
         }
-        inner.pool_waiting.set(gauge_value(snapshot.pool_waiting));
+        inner.pool_waiting.set(gauge_value(pool.waiting));
         inner.database_up.set(i64::from(snapshot.queue.is_some()));
         if let Some(queue) = &snapshot.queue {
             for (status, value) in [("queued", queue.queued), ("running", queue.running)] {
