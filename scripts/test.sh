@@ -5,7 +5,8 @@
 #   1. on SQLite and on PostgreSQL as a superuser on one URL;
 #   2. the PostgreSQL cases again in Neon's production shape: queries as a least-privileged
 #      application role through PgBouncer in transaction mode, migrations as the owner role
-#      straight to the server.
+#      straight to the server, all in the schema tolstoy_service (DB_SCHEMA) beside same-named
+#      tables in public.
 #
 # What it starts here, each on a free port, all removed on exit:
 #   - PostgreSQL: the server named by TEST_DATABASE_URL (a superuser URL), or else a throwaway
@@ -169,5 +170,5 @@ if [ "${SKIP_POSTGRES:-}" = 1 ]; then
   log "run 2 of 2 skipped on purpose: SKIP_POSTGRES=1"
   exit
 fi
-log "run 2 of 2: the $postgres PostgreSQL tests in the production shape: DATABASE_URL = PgBouncer (transaction mode) as tolstoy_test_app with DB_STATEMENT_CACHE=false, DIRECT_URL = PostgreSQL as tolstoy_test_owner"
+log "run 2 of 2: the $postgres PostgreSQL tests in the production shape: DATABASE_URL = PgBouncer (transaction mode) as tolstoy_test_app with DB_STATEMENT_CACHE=false, DIRECT_URL = PostgreSQL as tolstoy_test_owner, DB_SCHEMA = tolstoy_service"
 TEST_POSTGRES_SHAPE=production cargo nextest run --workspace --no-fail-fast --no-tests=warn -E 'test(/::postgres$/)' "$@"

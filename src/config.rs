@@ -223,6 +223,28 @@ pub struct PoolSettings {
     /// pool (off by default: it doubles the round trips of a request; a connection that died
     /// while idle fails its statement instead, is dropped, and that request gets a 503).
     pub test_before_acquire: bool,
+    /// `DB_SCHEMA`: the PostgreSQL schema that holds the tables (default `public`). Migrations
+    /// create it and put everything there; the server finds the tables through its role's
+    /// `search_path` and refuses to start when that leads elsewhere. SQLite ignores it.
+    pub schema: String,
+}
+
+/// The schema of `DB_SCHEMA` unset.
+pub const DEFAULT_DB_SCHEMA: &str = "public";
+
+/// `schema` if it may be `DB_SCHEMA`: a plain PostgreSQL name, not one PostgreSQL reserves.
+pub fn checked_schema(schema: &str) -> Result<&str, ConfigError> {
+    let refused = |message: &str| Err(ConfigError::new("DB_SCHEMA", message));
+    if crate::database_roles::plain_name("DB_SCHEMA", schema).is_err() {
+        return refused(
+            "must be a plain PostgreSQL name: lower-case letters, digits and _, not starting \
+             with a digit, at most 63 bytes",
+        );
+    }
+    if schema.starts_with("pg_") || schema == "information_schema" {
+        return refused("names a schema that PostgreSQL reserves for itself");
+    }
+    Ok(schema)
 }
 
 /// Where the database URLs come from when AWS Secrets Manager is used.
@@ -304,6 +326,10 @@ impl Settings {
             statement_timeout: parse_seconds(&get, "DB_STATEMENT_TIMEOUT_SECS", 15)?,
             statement_cache: parse_bool(&get, "DB_STATEMENT_CACHE", true)?,
             test_before_acquire: parse_bool(&get, "DB_TEST_BEFORE_ACQUIRE", false)?,
+            schema: match get("DB_SCHEMA") {
+                None => DEFAULT_DB_SCHEMA.to_owned(),
+                Some(schema) => checked_schema(schema.trim())?.to_owned(),
+            },
         };
         if pool.min_connections > pool.max_connections {
             return Err(ConfigError::new(

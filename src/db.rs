@@ -161,6 +161,45 @@ impl Pool {
             .collect())
     }
 
+    /// Where each of `tables` is for this connection: the schema its `search_path` finds it
+    /// in, and whether `schema` holds one of that name; with the `search_path` itself.
+    /// PostgreSQL only: `None` on SQLite, which has no schemas.
+    pub async fn placement_of(
+        &self,
+        tables: &[&str],
+        schema: &str,
+    ) -> Result<Option<TablePlacement>, DbErr> {
+        if self.get_database_backend() != DbBackend::Postgres {
+            return Ok(None);
+        }
+        let mut placement = TablePlacement::default();
+        for table in tables {
+            // The catalogs, not to_regclass('schema.table'), for the schema: a role without
+            // usage on it may still read the catalogs, where to_regclass would fail.
+            let row = self
+                .query_one_raw(Statement::from_sql_and_values(
+                    DbBackend::Postgres,
+                    "SELECT (SELECT n.nspname::text FROM pg_catalog.pg_class c \
+                       JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                       WHERE c.oid = to_regclass(quote_ident($1))) AS found_in, \
+                     EXISTS (SELECT 1 FROM pg_catalog.pg_class c \
+                       JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                       WHERE n.nspname = $2 AND c.relname = $1) AS in_schema, \
+                     current_setting('search_path') AS search_path",
+                    [(*table).into(), schema.into()],
+                ))
+                .await?
+                .ok_or_else(|| DbErr::Custom("the catalog query returned no row".to_owned()))?;
+            placement.search_path = row.try_get("", "search_path")?;
+            placement.tables.push(Placed {
+                table: (*table).to_owned(),
+                found_in: row.try_get("", "found_in")?,
+                in_schema: row.try_get("", "in_schema")?,
+            });
+        }
+        Ok(Some(placement))
+    }
+
     async fn within_deadline<T>(
         &self,
         work: impl Future<Output = Result<T, DbErr>>,
@@ -256,6 +295,24 @@ pub struct PoolUsage {
     pub busy: u64,
     pub idle: u64,
     pub waiting: u64,
+}
+
+/// Where the tables are, from [`Pool::placement_of`].
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct TablePlacement {
+    pub tables: Vec<Placed>,
+    /// The connection's `search_path`, as PostgreSQL shows it.
+    pub search_path: String,
+}
+
+/// One table of a [`TablePlacement`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placed {
+    pub table: String,
+    /// The schema where the connection's `search_path` finds it, if it finds it.
+    pub found_in: Option<String>,
+    /// Whether the expected schema holds a table of this name.
+    pub in_schema: bool,
 }
 
 /// An open transaction from [`Pool::begin`]; rolled back when dropped without `commit`.
@@ -357,15 +414,21 @@ pub fn is_unavailable(err: &DbErr) -> bool {
     }
 }
 
-/// Opens a plain connection on the direct URL, for migrations.
-pub async fn connect_direct(url: &Secret) -> Result<DatabaseConnection, DbErr> {
+/// Opens a plain connection on the direct URL, for migrations: on PostgreSQL in `schema`
+/// (`DB_SCHEMA`, its `search_path`), which is created if it is missing.
+pub async fn connect_direct(url: &Secret, schema: &str) -> Result<DatabaseConnection, DbErr> {
     let mut options = ConnectOptions::new(url.expose());
     options
         .max_connections(2)
         .connect_timeout(Duration::from_secs(10))
         .acquire_timeout(Duration::from_secs(10))
         .sqlx_logging(false);
-    Database::connect(options).await
+    if DbBackend::Postgres.is_prefix_of(url.expose()) {
+        options.set_schema_search_path(schema);
+    }
+    let db = Database::connect(options).await?;
+    migration::create_schema(&db, schema).await?;
+    Ok(db)
 }
 
 /// Names of the migrations that the database has not applied yet.

@@ -89,6 +89,11 @@ enum Command {
         /// The role the server connects as (DATABASE_URL).
         #[arg(long, default_value = "tolstoy_app")]
         app: String,
+        /// The schema that holds the tables (as DB_SCHEMA): created for the owner when it is
+        /// not `public`, the only one the application role may use, and both roles'
+        /// search_path in this database.
+        #[arg(long, env = "DB_SCHEMA", default_value = "public")]
+        schema: String,
         /// statement_timeout set on the application role, in seconds.
         #[arg(long, default_value_t = 15)]
         statement_timeout_secs: u64,
@@ -140,12 +145,14 @@ async fn run(command: Command) -> Result<(), StartupError> {
             database,
             owner,
             app,
+            schema,
             statement_timeout_secs,
         } => {
             let roles = DatabaseRoles {
                 owner: &owner,
                 app: &app,
                 database: &database,
+                schema: &schema,
                 statement_timeout: Duration::from_secs(statement_timeout_secs),
             };
             print!("{}", roles.setup_sql()?);
@@ -244,7 +251,7 @@ async fn run(command: Command) -> Result<(), StartupError> {
             }
         }
         Command::Migrate { action } => {
-            let direct = db::connect_direct(&urls.direct).await?;
+            let direct = db::connect_direct(&urls.direct, &settings.pool.schema).await?;
             match action.unwrap_or(MigrateAction::Up) {
                 MigrateAction::Up => db::migrate_up(&direct).await?,
                 MigrateAction::Down { steps } => db::migrate_down(&direct, steps).await?,

@@ -11,7 +11,9 @@ use poem::middleware::CatchPanic;
 use poem::web::Html;
 use poem::{get, Endpoint, EndpointExt, IntoResponse, Response, Route, Server};
 
-use crate::config::{AppEnv, AuthMode, ConfigError, PoolSettings, RetentionSettings, Settings};
+use crate::config::{
+    AppEnv, AuthMode, ConfigError, PoolSettings, RetentionSettings, Settings, DEFAULT_DB_SCHEMA,
+};
 use crate::credentials::{development_key_path, Keyring};
 use crate::error::problem_response;
 use crate::identity::IdentityConfig;
@@ -22,6 +24,7 @@ use crate::secrets::{DatabaseUrls, SecretError, UrlsError};
 pub use crate::state::AppState;
 use crate::telemetry::metrics::Metrics;
 use crate::{api, db, retention};
+use sea_orm::EntityName;
 use tokio::sync::watch;
 
 /// Why the server could not start.
@@ -41,6 +44,9 @@ pub enum StartupError {
         .0.len(), .0.join(", ")
     )]
     Behind(Vec<String>),
+    /// The tables are not where `DB_SCHEMA` says; the message says where they are and why.
+    #[error("{0}")]
+    Schema(String),
     #[error("cannot listen: {0}")]
     Listen(#[from] io::Error),
     /// A command's input was refused (e.g. `tolstoy signup` with a bad email).
@@ -85,23 +91,76 @@ pub fn credentials_keyring(
 }
 
 /// Opens the pooled connection, first bringing the schema up to date on the direct connection
-/// when `migrate` is set; otherwise refuses a database that is behind.
+/// when `migrate` is set; otherwise refuses a database that is behind, and on PostgreSQL one
+/// whose tables this connection does not find in `DB_SCHEMA`.
 pub async fn open_database(
     urls: &DatabaseUrls,
     pool: &PoolSettings,
     migrate: bool,
 ) -> Result<Pool, StartupError> {
+    if urls.is_sqlite() && pool.schema != DEFAULT_DB_SCHEMA {
+        tracing::warn!(
+            schema = %pool.schema,
+            "DB_SCHEMA is ignored on SQLite, which has no schemas"
+        );
+    }
     if migrate {
-        let direct = db::connect_direct(&urls.direct).await?;
+        let direct = db::connect_direct(&urls.direct, &pool.schema).await?;
         db::migrate_up(&direct).await?;
         direct.close().await?;
     }
     let pooled = Pool::open(&urls.pooled, pool).await?;
+    check_schema(&pooled, &pool.schema).await?;
     let pending = pooled.pending_migrations().await?;
     if !pending.is_empty() {
         return Err(StartupError::Behind(pending));
     }
     Ok(pooled)
+}
+
+/// Refuses a PostgreSQL connection that finds the tables outside `schema`, or does not find
+/// them although `schema` holds them; one that finds none anywhere is a database that has not
+/// been migrated, which the pending migrations tell.
+async fn check_schema(pool: &Pool, schema: &str) -> Result<(), StartupError> {
+    // The migrations' ledger and the first table they make: every migrated database has both.
+    let tables = [
+        "seaql_migrations",
+        entity::organization::Entity.table_name(),
+    ];
+    let Some(placement) = pool.placement_of(&tables, schema).await? else {
+        return Ok(());
+    };
+    let search_path = &placement.search_path;
+    let fix = format!(
+        "make \"{schema}\" the search_path of the server's role in this database (`tolstoy roles \
+         --schema {schema}` prints the SQL: ALTER ROLE … IN DATABASE … SET search_path), or set \
+         DB_SCHEMA to the schema that holds the tables"
+    );
+    if let Some(elsewhere) = placement.tables.iter().find(|placed| {
+        placed
+            .found_in
+            .as_deref()
+            .is_some_and(|found| found != schema)
+    }) {
+        return Err(StartupError::Schema(format!(
+            "DB_SCHEMA is \"{schema}\", but this connection finds the table {} in schema \"{}\" \
+             (search_path: {search_path}): {fix}",
+            elsewhere.table,
+            elsewhere.found_in.as_deref().unwrap_or_default(),
+        )));
+    }
+    if let Some(unseen) = placement
+        .tables
+        .iter()
+        .find(|placed| placed.found_in.is_none() && placed.in_schema)
+    {
+        return Err(StartupError::Schema(format!(
+            "the table {} is in schema \"{schema}\" (DB_SCHEMA), but this connection does not see \
+             it (search_path: {search_path}): {fix}",
+            unseen.table,
+        )));
+    }
+    Ok(())
 }
 
 /// Wraps an endpoint in the middleware every request goes through: problem+json for every

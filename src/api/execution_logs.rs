@@ -10,7 +10,10 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use chrono::{DateTime, Utc};
+
 use super::body::{Fields, JsonBody, JsonObject, ReadBody};
+use super::export::{created_window, Export, ExportFormat};
 use super::pagination::page_request;
 use super::responses::{Created, Deleted, Listed, Reply};
 use super::rules::{any_json, enum_text, json_object, one_of, text, uuid};
@@ -285,6 +288,59 @@ impl ExecutionLogsApi {
         };
         let rows = execution_logs::list(&state.db, &caller.tenant, filter, page).await?;
         Ok(Listed::page(request, page, rows))
+    }
+
+    /// Export every execution log that the list's filters and the creation window select,
+    /// newest first, with no page limit, streamed: NDJSON by default, CSV with `format=csv` or
+    /// `Accept: text/csv`.
+    #[allow(clippy::too_many_arguments)]
+    #[oai(
+        path = "/execution-logs/export",
+        method = "get",
+        operation_id = "exportExecutionLogs"
+    )]
+    async fn export(
+        &self,
+        state: Data<&AppState>,
+        caller: Caller<Read>,
+        request: &Request,
+        /// Only the logs of this flow.
+        #[oai(name = "flowId")]
+        flow_id: Query<Option<Uuid>>,
+        /// Only the logs written by this user.
+        #[oai(name = "userId")]
+        user_id: Query<Option<Uuid>>,
+        /// Only the logs of this run.
+        #[oai(name = "executionId")]
+        execution_id: Query<Option<String>>,
+        /// Only the logs with this status.
+        status: Query<Option<ExecutionStatus>>,
+        /// Only the logs created at or after this instant (RFC 3339).
+        #[oai(name = "createdAfter")]
+        created_after: Query<Option<DateTime<Utc>>>,
+        /// Only the logs created before this instant (RFC 3339); later than `createdAfter`.
+        #[oai(name = "createdBefore")]
+        created_before: Query<Option<DateTime<Utc>>>,
+        /// `ndjson` or `csv`; wins over `Accept`.
+        format: Query<Option<ExportFormat>>,
+    ) -> Result<Export<ExecutionLogOut>, ApiError> {
+        let window = created_window(created_after.0, created_before.0)?;
+        let filter = ExecutionLogFilter {
+            flow_id: flow_id.0,
+            user_id: user_id.0,
+            execution_id: execution_id.0,
+            status: status.0.as_ref().and_then(enum_text),
+        };
+        let rows = execution_logs::export(&state.db, &caller.tenant, filter, window);
+        let format = ExportFormat::chosen(format.0, request);
+        Export::of(
+            format,
+            "execution-logs",
+            "execution_logs",
+            state.metrics.clone(),
+            rows,
+        )
+        .await
     }
 
     /// Get an execution log.

@@ -4,6 +4,7 @@ pub mod actions;
 pub mod api_keys;
 pub mod body;
 pub mod execution_logs;
+pub mod export;
 pub mod flows;
 pub mod health;
 pub mod organizations;

@@ -3,6 +3,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use entity::{run, run_event};
 use futures_util::stream::{self, BoxStream, StreamExt};
 use poem::web::Data;
@@ -16,6 +17,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::body::{Fields, JsonBody, JsonObject, ReadBody};
+use super::export::{created_window, Export, ExportFormat};
 use super::pagination::page_request;
 use super::responses::{Listed, Reply};
 use super::rules::{enum_text, json_object};
@@ -254,6 +256,40 @@ impl RunsApi {
         };
         let rows = runs::list(&state.db, &caller.tenant, filter, page).await?;
         Ok(Listed::page(request, page, rows))
+    }
+
+    /// Export every run that the list's filters and the creation window select, newest first,
+    /// with no page limit, streamed: NDJSON by default, CSV with `format=csv` or
+    /// `Accept: text/csv`.
+    #[allow(clippy::too_many_arguments)]
+    #[oai(path = "/runs/export", method = "get", operation_id = "exportRuns")]
+    async fn export(
+        &self,
+        state: Data<&AppState>,
+        caller: Caller<Read>,
+        request: &Request,
+        /// Only the runs of this flow.
+        #[oai(name = "flowId")]
+        flow_id: Query<Option<Uuid>>,
+        /// Only the runs with this status.
+        status: Query<Option<RunStatus>>,
+        /// Only the runs created (queued) at or after this instant (RFC 3339).
+        #[oai(name = "createdAfter")]
+        created_after: Query<Option<DateTime<Utc>>>,
+        /// Only the runs created before this instant (RFC 3339); later than `createdAfter`.
+        #[oai(name = "createdBefore")]
+        created_before: Query<Option<DateTime<Utc>>>,
+        /// `ndjson` or `csv`; wins over `Accept`.
+        format: Query<Option<ExportFormat>>,
+    ) -> Result<Export<RunOut>, ApiError> {
+        let window = created_window(created_after.0, created_before.0)?;
+        let filter = RunFilter {
+            flow_id: flow_id.0,
+            status: status.0.as_ref().and_then(enum_text),
+        };
+        let rows = runs::export(&state.db, &caller.tenant, filter, window);
+        let format = ExportFormat::chosen(format.0, request);
+        Export::of(format, "runs", "runs", state.metrics.clone(), rows).await
     }
 
     /// Get a run.

@@ -5,6 +5,9 @@ use sea_orm::{ColumnTrait, Condition, Set};
 use serde_json::Value;
 use uuid::Uuid;
 
+use futures_util::Stream;
+
+use super::export::{self, CreatedWindow};
 use super::pagination::{Page, PageRequest};
 use super::tenancy::{self, Tenant};
 use super::tenant_scope::{
@@ -45,6 +48,22 @@ pub struct ExecutionLogFilter {
     pub user_id: Option<Uuid>,
     pub execution_id: Option<String>,
     pub status: Option<String>,
+}
+
+impl ExecutionLogFilter {
+    fn condition(self) -> Condition {
+        Condition::all()
+            .add_option(self.flow_id.map(|id| execution_log::Column::FlowId.eq(id)))
+            .add_option(self.user_id.map(|id| execution_log::Column::UserId.eq(id)))
+            .add_option(
+                self.execution_id
+                    .map(|id| execution_log::Column::ExecutionId.eq(id)),
+            )
+            .add_option(
+                self.status
+                    .map(|status| execution_log::Column::Status.eq(status)),
+            )
+    }
 }
 
 pub async fn create(
@@ -89,28 +108,20 @@ pub async fn list(
     filter: ExecutionLogFilter,
     page: PageRequest,
 ) -> Result<Page<execution_log::Model>, ServiceError> {
-    let condition = Condition::all()
-        .add_option(
-            filter
-                .flow_id
-                .map(|id| execution_log::Column::FlowId.eq(id)),
-        )
-        .add_option(
-            filter
-                .user_id
-                .map(|id| execution_log::Column::UserId.eq(id)),
-        )
-        .add_option(
-            filter
-                .execution_id
-                .map(|id| execution_log::Column::ExecutionId.eq(id)),
-        )
-        .add_option(
-            filter
-                .status
-                .map(|status| execution_log::Column::Status.eq(status)),
-        );
-    page_for::<execution_log::Entity>(db, tenant, condition, page).await
+    page_for::<execution_log::Entity>(db, tenant, filter.condition(), page).await
+}
+
+/// Every log of the list's `filter` created in `window`, newest first, in batches.
+pub fn export(
+    db: &Pool,
+    tenant: &Tenant,
+    filter: ExecutionLogFilter,
+    window: CreatedWindow,
+) -> impl Stream<Item = Result<Vec<execution_log::Model>, ServiceError>> + Send + 'static {
+    let condition = filter
+        .condition()
+        .add(window.condition(execution_log::Column::CreatedAt));
+    export::batches::<execution_log::Entity>(db.clone(), *tenant, condition)
 }
 
 pub async fn update(

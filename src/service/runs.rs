@@ -11,6 +11,9 @@ use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use futures_util::Stream;
+
+use super::export::{self, CreatedWindow};
 use super::pagination::{Page, PageRequest};
 use super::tenancy::{self, refusal_or, Tenant};
 use super::tenant_scope::{get_for, insert_for, page_for, Reference, TenantScoped};
@@ -42,6 +45,14 @@ pub struct NewRun {
 pub struct RunFilter {
     pub flow_id: Option<Uuid>,
     pub status: Option<String>,
+}
+
+impl RunFilter {
+    fn condition(self) -> Condition {
+        Condition::all()
+            .add_option(self.flow_id.map(|id| run::Column::FlowId.eq(id)))
+            .add_option(self.status.map(|status| run::Column::Status.eq(status)))
+    }
 }
 
 /// Checks the flow's steps against the caller's organization and queues a run of its current
@@ -201,10 +212,20 @@ pub async fn list(
     filter: RunFilter,
     page: PageRequest,
 ) -> Result<Page<run::Model>, ServiceError> {
-    let condition = Condition::all()
-        .add_option(filter.flow_id.map(|id| run::Column::FlowId.eq(id)))
-        .add_option(filter.status.map(|status| run::Column::Status.eq(status)));
-    page_for::<run::Entity>(db, tenant, condition, page).await
+    page_for::<run::Entity>(db, tenant, filter.condition(), page).await
+}
+
+/// Every run of the list's `filter` created in `window`, newest first, in batches.
+pub fn export(
+    db: &Pool,
+    tenant: &Tenant,
+    filter: RunFilter,
+    window: CreatedWindow,
+) -> impl Stream<Item = Result<Vec<run::Model>, ServiceError>> + Send + 'static {
+    let condition = filter
+        .condition()
+        .add(window.condition(run::Column::CreatedAt));
+    export::batches::<run::Entity>(db.clone(), *tenant, condition)
 }
 
 /// Cancels a run: a queued one (or one waiting between attempts) at once; a running one is

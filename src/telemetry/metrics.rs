@@ -89,6 +89,7 @@ struct Inner {
     request_seconds: Histograms<RouteLabels>,
     rate_limited: Family<RouteLabels, Counter>,
     pruned_rows: Family<TableLabels, Counter>,
+    exported_rows: Family<TableLabels, Counter>,
     step_seconds: Histograms<StatusLabels>,
     step_attempts: Family<StatusLabels, Counter>,
     runs_finished: Family<StatusLabels, Counter>,
@@ -151,6 +152,12 @@ impl Metrics {
             &mut registry,
             "pruned_rows",
             "Rows deleted by retention, by table",
+            Family::default(),
+        );
+        let exported_rows = register(
+            &mut registry,
+            "exported_rows",
+            "Rows written by exports (GET …/export), by table",
             Family::default(),
         );
         let step_seconds: Histograms<StatusLabels> = register(
@@ -220,6 +227,7 @@ impl Metrics {
                 request_seconds,
                 rate_limited,
                 pruned_rows,
+                exported_rows,
                 step_seconds,
                 step_attempts,
                 runs_finished,
@@ -266,6 +274,14 @@ impl Metrics {
     pub fn pruned(&self, table: &'static str, rows: u64) {
         self.inner
             .pruned_rows
+            .get_or_create(&TableLabels { table })
+            .inc_by(rows);
+    }
+
+    /// Counts rows that an export wrote from `table`.
+    pub fn exported(&self, table: &'static str, rows: u64) {
+        self.inner
+            .exported_rows
             .get_or_create(&TableLabels { table })
             .inc_by(rows);
     }

@@ -134,7 +134,7 @@ fn every_operation_has_a_summary_a_tag_an_id_problem_errors_and_examples_of_body
             );
         }
     }
-    assert_eq!(operation_ids.len(), 42);
+    assert_eq!(operation_ids.len(), 44);
 }
 
 #[test]

@@ -48,6 +48,8 @@ fn bad_configuration_stops_start_up_naming_the_variable() {
         ("DB_STATEMENT_CACHE", "maybe"),
         ("SHUTDOWN_TIMEOUT_SECS", "-1"),
         ("USE_AWS_SECRETS", "yes please"),
+        ("DB_SCHEMA", "Tolstoy; DROP SCHEMA public"),
+        ("DB_SCHEMA", "pg_catalog"),
     ] {
         let output = tolstoy(&dir).env(variable, value).output().expect("run");
         let stderr = String::from_utf8_lossy(&output.stderr);
@@ -147,7 +149,8 @@ fn roles_prints_the_least_privilege_sql_and_refuses_odd_names() {
     for expected in [
         r#"CREATE ROLE "tolstoy_owner" LOGIN NOSUPERUSER"#,
         r#"CREATE ROLE "tolstoy_app" LOGIN NOSUPERUSER"#,
-        r#"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO "tolstoy_app""#,
+        r#"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA "public" TO "tolstoy_app""#,
+        r#"ALTER ROLE "tolstoy_app" IN DATABASE "tolstoy" SET search_path = "public""#,
         r#"ALTER DEFAULT PRIVILEGES FOR ROLE "tolstoy_owner""#,
         r#"ALTER ROLE "tolstoy_app" SET statement_timeout = 7000"#,
     ] {

@@ -25,13 +25,23 @@ const DATABASE_PREFIX: &str = "tolstoy_test_";
 pub const OWNER_ROLE: &str = "tolstoy_test_owner";
 pub const APP_ROLE: &str = "tolstoy_test_app";
 
+/// The schema of a production-shaped database (`DB_SCHEMA`): not `public`, as when one database
+/// holds several services, each in its own schema.
+pub const PRODUCTION_SCHEMA: &str = "tolstoy_service";
+
+/// A production-shaped database also holds, in `public`, tables of the same names as Tolstoy's
+/// (the administrator's, with no grants to the suite's roles), and in its `organizations` this
+/// one row: a query that strayed out of `PRODUCTION_SCHEMA` would fail or find it.
+pub const DECOY_ORGANIZATION_ID: &str = "00000000-0000-7000-8000-00000000dec0";
+
 /// How a PostgreSQL test database is reached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Shape {
     /// One superuser URL for queries and migrations.
     Direct,
     /// Neon's shape: queries as the application role through PgBouncer (transaction mode,
-    /// `TEST_POOLER_URL`), migrations as the owner role straight to the server.
+    /// `TEST_POOLER_URL`), migrations as the owner role straight to the server, all in the
+    /// schema `PRODUCTION_SCHEMA`, beside same-named tables in `public`.
     Production,
 }
 
@@ -42,6 +52,8 @@ pub struct TestDb {
     /// The URL the server queries on: `url`, or the pooler's as the application role.
     pub pooled_url: String,
     pub shape: Shape,
+    /// Where the tables go (`DB_SCHEMA`).
+    pub schema: &'static str,
     cleanup: Cleanup,
 }
 
@@ -112,6 +124,7 @@ async fn grant_roles(server_admin_url: &str, database_url: &str, name: &str) {
         owner: OWNER_ROLE,
         app: APP_ROLE,
         database: name,
+        schema: PRODUCTION_SCHEMA,
         statement_timeout: Duration::from_secs(15),
     }
     .setup_sql()
@@ -139,6 +152,24 @@ async fn grant_roles(server_admin_url: &str, database_url: &str, name: &str) {
     outcome.expect("the roles SQL runs");
 }
 
+/// Migrates `public` of the new database `url` as the administrator, and adds the decoy row.
+async fn plant_decoy_tables(url: &str) {
+    let admin = tolstoy::db::connect_direct(&Secret::new(url), "public")
+        .await
+        .expect("connect to the new test database as the administrator");
+    tolstoy::db::migrate_up(&admin)
+        .await
+        .expect("same-named tables in public");
+    admin
+        .execute_unprepared(&format!(
+            "INSERT INTO public.organizations (id, name, created_at, updated_at) \
+             VALUES ('{DECOY_ORGANIZATION_ID}', 'Decoy', now(), now())"
+        ))
+        .await
+        .expect("the decoy row");
+    admin.close().await.ok();
+}
+
 impl TestDb {
     /// A fresh, empty database in the suite's shape; `None` only when PostgreSQL is skipped on
     /// purpose.
@@ -162,6 +193,7 @@ impl TestDb {
                     pooled_url: url.clone(),
                     url,
                     shape: Shape::Direct,
+                    schema: "public",
                     cleanup: Cleanup::File(path),
                 })
             }
@@ -181,6 +213,7 @@ impl TestDb {
                     Shape::Direct => (direct.clone(), direct),
                     Shape::Production => {
                         grant_roles(&admin_url, &direct, &name).await;
+                        plant_decoy_tables(&direct).await;
                         (
                             with_user(&direct, OWNER_ROLE),
                             with_user(&with_database(&pooler_url(), &name), APP_ROLE),
@@ -192,6 +225,10 @@ impl TestDb {
                     url,
                     pooled_url,
                     shape,
+                    schema: match shape {
+                        Shape::Direct => "public",
+                        Shape::Production => PRODUCTION_SCHEMA,
+                    },
                     cleanup: Cleanup::Database { admin_url, name },
                 })
             }
@@ -216,7 +253,17 @@ impl TestDb {
             .pool;
         pool.statement_cache = self.shape == Shape::Direct;
         pool.acquire_timeout = Duration::from_secs(5);
+        pool.schema = self.schema.to_owned();
         pool
+    }
+
+    /// The database as the server's administrator (a superuser) reaches it directly; `None` on
+    /// SQLite.
+    pub fn admin_url(&self) -> Option<String> {
+        match &self.cleanup {
+            Cleanup::Database { admin_url, name } => Some(with_database(admin_url, name)),
+            Cleanup::File(_) => None,
+        }
     }
 
     /// The database's name on the server.

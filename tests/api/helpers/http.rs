@@ -24,6 +24,8 @@ pub struct TestApp {
     pub db: Pool,
     /// The direct URL (the owner's, in the production shape), for migrations.
     pub direct_url: String,
+    /// The schema that holds the tables (`DB_SCHEMA`).
+    pub schema: String,
     /// What a `tolstoy` process needs to reach the same database as this app: the pooled and
     /// direct URLs and the statement-cache setting.
     pub server_env: Vec<(&'static str, String)>,
@@ -90,7 +92,7 @@ impl TestApp {
         pool: &PoolSettings,
         configure: impl FnOnce(&mut AppState),
     ) -> Self {
-        let statement_cache = pool.statement_cache;
+        let (statement_cache, schema) = (pool.statement_cache, pool.schema.clone());
         let pool = open_database(&db.urls(), pool, true)
             .await
             .expect("open and migrate the test database");
@@ -112,8 +114,10 @@ impl TestApp {
                 ("DATABASE_URL", db.pooled_url.clone()),
                 ("DIRECT_URL", db.url.clone()),
                 ("DB_STATEMENT_CACHE", statement_cache.to_string()),
+                ("DB_SCHEMA", schema.clone()),
                 ("CREDENTIALS_KEY", TEST_CREDENTIALS_KEY.to_owned()),
             ],
+            schema,
             ..Self::with_endpoint(db.backend, pool, build_route(state))
         }
     }
@@ -124,6 +128,7 @@ impl TestApp {
         configure(&mut state);
         Self {
             direct_url: self.direct_url.clone(),
+            schema: self.schema.clone(),
             server_env: self.server_env.clone(),
             ..Self::with_endpoint(self.backend, self.db.clone(), build_route(state))
         }
@@ -138,7 +143,8 @@ impl TestApp {
 
     /// A connection on the direct URL, as `tolstoy migrate` opens.
     pub async fn direct(&self) -> sea_orm::DatabaseConnection {
-        tolstoy::db::connect_direct(&tolstoy::config::Secret::new(self.direct_url.clone()))
+        let url = tolstoy::config::Secret::new(self.direct_url.clone());
+        tolstoy::db::connect_direct(&url, &self.schema)
             .await
             .expect("direct connection")
     }
@@ -153,6 +159,7 @@ impl TestApp {
             backend,
             db,
             direct_url: String::new(),
+            schema: tolstoy::config::DEFAULT_DB_SCHEMA.to_owned(),
             server_env: Vec::new(),
             client: TestClient::new(endpoint.boxed()),
         }

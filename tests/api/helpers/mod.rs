@@ -6,7 +6,10 @@ mod http;
 pub mod process;
 pub mod target;
 
-pub use database::{pooler_url, with_database, Backend, TestDb};
+pub use database::{
+    pooler_url, with_database, with_user, Backend, TestDb, APP_ROLE, DECOY_ORGANIZATION_ID,
+    OWNER_ROLE, PRODUCTION_SCHEMA,
+};
 pub use http::{identity, ids, next_path, Caller, TestApp, Workers, TEST_CREDENTIALS_KEY};
 
 use std::future::Future;
