@@ -8,7 +8,7 @@
 //! `tolstoy migrate` does; an explicit `-s SCHEMA` (or `DATABASE_SCHEMA`) wins.
 
 use sea_orm_migration::prelude::*;
-use sea_orm_migration::sea_orm::{ConnectOptions, Database, DbConn, Statement};
+use sea_orm_migration::sea_orm::{ConnectOptions, Database, DbBackend, DbConn, Statement};
 
 const DEFAULT_DATABASE_URL: &str = "sqlite://tolstoy.db?mode=rwc";
 
