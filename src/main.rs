@@ -167,6 +167,17 @@ async fn run(command: Command) -> Result<(), StartupError> {
     }
     let mut settings = Settings::from_env()?;
     telemetry::init(&settings.log_filter, settings.log_format)?;
+    if matches!(command, Command::Serve { .. } | Command::Worker) {
+        let exporting = telemetry::otlp::start_from_env(|name| std::env::var(name).ok())
+            .map_err(|err| StartupError::Invalid(err.to_string()))?;
+        if let Some(endpoint) = exporting {
+            // The origin alone: a URL may carry credentials.
+            let collector = url::Url::parse(&endpoint)
+                .map(|url| url.origin().ascii_serialization())
+                .unwrap_or_default();
+            tracing::info!(%collector, "exporting spans over OTLP");
+        }
+    }
     let urls = database_urls(&settings).await?;
     if let Some(token) = urls.admin_token.clone() {
         settings.identity.admin_token = Some(token);
@@ -177,12 +188,16 @@ async fn run(command: Command) -> Result<(), StartupError> {
             let keyring = credentials_keyring(&settings, &urls)?;
             let db = open_database(&urls, &settings.pool, migrate).await?;
             let app = Application::build(&settings, db, keyring).await?;
-            app.run_until_stopped().await?;
+            let served = app.run_until_stopped().await;
+            telemetry::otlp::flush().await;
+            served?;
         }
         Command::Worker => {
             let keyring = credentials_keyring(&settings, &urls)?;
             let db = open_database(&urls, &settings.pool, urls.is_sqlite()).await?;
-            run_worker(&settings, db, keyring).await?;
+            let worked = run_worker(&settings, db, keyring).await;
+            telemetry::otlp::flush().await;
+            worked?;
         }
         Command::Signup {
             org,

@@ -1,9 +1,12 @@
 //! Request-scoped plumbing: the request id and trace context, its tracing span, panic capture,
 //! and the route table that labels the request metrics.
 
+use std::borrow::Cow;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
+use opentelemetry::trace::SpanKind;
+use opentelemetry::KeyValue;
 use poem::http::{HeaderValue, Method};
 use poem::{Endpoint, IntoResponse, Middleware, Request, Response, Result};
 use tracing::Instrument;
@@ -11,6 +14,7 @@ use uuid::Uuid;
 
 use crate::error::ApiError;
 use crate::telemetry::metrics::Metrics;
+use crate::telemetry::otlp;
 use crate::telemetry::trace_context::{TraceContext, TRACEPARENT};
 
 /// The header that carries the request id, in and out.
@@ -71,12 +75,12 @@ impl<E: Endpoint> Endpoint for RequestIdEndpoint<E> {
             .and_then(|value| value.to_str().ok())
             .filter(|value| is_sane_request_id(value))
             .map_or_else(|| Uuid::now_v7().to_string(), str::to_owned);
-        let trace = req
+        let caller = req
             .headers()
             .get(TRACEPARENT)
             .and_then(|value| value.to_str().ok())
-            .and_then(TraceContext::parse)
-            .map_or_else(TraceContext::new_root, |caller| caller.child());
+            .and_then(TraceContext::parse);
+        let trace = caller.map_or_else(TraceContext::new_root, |caller| caller.child());
         let span = tracing::info_span!(
             "request",
             request_id = %id,
@@ -106,8 +110,22 @@ impl<E: Endpoint> Endpoint for RequestIdEndpoint<E> {
         if let Ok(value) = HeaderValue::from_str(&id) {
             response.headers_mut().insert(REQUEST_ID_HEADER, value);
         }
+        if otlp::enabled() {
+            response.extensions_mut().insert(ServedSpan {
+                trace,
+                caller: caller.map(|caller| caller.span_id),
+            });
+        }
         Ok(response)
     }
+}
+
+/// The span a request was served in, for [`Routes`] to export once it knows the route.
+#[derive(Clone, Copy)]
+struct ServedSpan {
+    trace: TraceContext,
+    /// The caller's span (`traceparent`), the parent of ours.
+    caller: Option<u64>,
 }
 
 /// A panic in a handler becomes a 500 problem, and the cause goes to the log.
@@ -235,14 +253,53 @@ impl<E: Endpoint> Endpoint for RoutesEndpoint<E> {
             }
         }
         let template = route.map_or(UNMATCHED, |route| route.template);
-        self.routes.metrics.request(
-            method,
-            template,
-            response.status().as_u16(),
-            started.elapsed(),
-        );
+        let status = response.status().as_u16();
+        self.routes
+            .metrics
+            .request(method, template, status, started.elapsed());
+        if let Some(served) = response.extensions().get::<ServedSpan>() {
+            export_server_span(
+                served,
+                method,
+                route.map(|route| route.template),
+                status,
+                started,
+            );
+        }
         Ok(response)
     }
+}
+
+/// The server span of a request: `GET /tools/{id}` (the route template, never the raw path),
+/// failed when the answer is a 5xx.
+fn export_server_span(
+    served: &ServedSpan,
+    method: &'static str,
+    route: Option<&'static str>,
+    status: u16,
+    started: Instant,
+) {
+    let took = started.elapsed();
+    let end = SystemTime::now();
+    let mut attributes = vec![
+        KeyValue::new("http.request.method", method),
+        KeyValue::new("http.response.status_code", i64::from(status)),
+    ];
+    if let Some(route) = route {
+        attributes.push(KeyValue::new("http.route", route));
+    }
+    otlp::record(otlp::Finished {
+        context: served.trace,
+        parent: served.caller.map(|span| (span, true)),
+        name: route.map_or(Cow::Borrowed(method), |route| {
+            Cow::Owned(format!("{method} {route}"))
+        }),
+        kind: SpanKind::Server,
+        start: end.checked_sub(took).unwrap_or(end),
+        end,
+        attributes,
+        error: (status >= 500).then(|| format!("answered {status}")),
+    });
 }
 
 /// A method as a metrics label; methods no route has share one.

@@ -134,22 +134,27 @@ impl fmt::Display for CallError {
 
 impl StdError for CallError {}
 
+/// rustls with ring and the platform's root certificates, offering HTTP/2 and HTTP/1.1: the TLS
+/// of every client the server makes. Fails when no root certificate can be loaded.
+pub fn tls_config() -> Result<rustls::ClientConfig, String> {
+    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .and_then(|builder| builder.with_platform_verifier())
+    .map_err(|err| format!("TLS: {err}"))?
+    .with_no_client_auth();
+    // A preconfigured rustls config is used as is, so the protocols must be offered here.
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(tls)
+}
+
 impl OutboundClient {
     /// Builds the client: rustls with ring and the platform's root certificates. Fails when no
     /// root certificate can be loaded.
     pub fn new(config: OutboundConfig) -> Result<Self, String> {
-        let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .and_then(|builder| builder.with_platform_verifier())
-        .map_err(|err| format!("outbound TLS: {err}"))?
-        .with_no_client_auth();
-        // A preconfigured rustls config is used as is, so the protocols must be offered here.
-        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-
         let mut builder = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
+            .tls_backend_preconfigured(tls_config()?)
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .connect_timeout(CONNECT_TIMEOUT)

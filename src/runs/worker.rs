@@ -32,7 +32,11 @@ use crate::credentials::Keyring;
 use crate::db::Pool;
 use crate::service::now;
 use crate::telemetry::metrics::Metrics;
+use crate::telemetry::otlp;
 use crate::telemetry::trace_context::{TraceContext, TRACEPARENT};
+use opentelemetry::trace::SpanKind;
+use opentelemetry::KeyValue;
+use std::time::SystemTime;
 
 /// The shortest and the longest wait between two claims that found nothing.
 const IDLE_POLL: (Duration, Duration) = (Duration::from_millis(20), Duration::from_millis(1000));
@@ -465,21 +469,26 @@ impl RunWork<'_> {
             }
             let started = Instant::now();
             let mut request = request;
-            if let Some(trace) = self.trace {
+            let call_span = self.trace.map(|trace| trace.child());
+            if let Some(span) = call_span {
                 // Ours wins over a traceparent the action's headers name.
                 request
                     .headers
                     .retain(|(name, _)| !name.eq_ignore_ascii_case(TRACEPARENT));
                 request
                     .headers
-                    .push((TRACEPARENT.to_owned(), trace.child().to_header()));
+                    .push((TRACEPARENT.to_owned(), span.to_header()));
             }
+            let method = request.method.clone();
             if let Some(deadline) = self.run.deadline_at {
                 let left = (deadline - Utc::now()).to_std().unwrap_or_default();
                 request.timeout = request.timeout.min(left.max(Duration::from_millis(1)));
             }
             let end = self.call(request, auth.as_ref()).await;
             let duration_ms = started.elapsed().as_millis() as i64;
+            if let (Some(span), Some(parent)) = (call_span, self.trace) {
+                self.export_call_span(span, parent.span_id, method, step, attempt, &end, started);
+            }
             match end {
                 CallEnd::LeaseLost => return Ok(()),
                 CallEnd::Cancelled => {
@@ -553,6 +562,47 @@ impl RunWork<'_> {
     }
 
     /// What the step's expressions see.
+    /// The client span of one call a step made (its `traceparent` went with the call), a child
+    /// of the request that started the run; failed with the error's kind, never its text.
+    #[allow(clippy::too_many_arguments)]
+    fn export_call_span(
+        &self,
+        span: TraceContext,
+        parent: u64,
+        method: String,
+        step: &Step,
+        attempt: u32,
+        end: &CallEnd,
+        started: Instant,
+    ) {
+        if !otlp::enabled() {
+            return;
+        }
+        let (outcome, error) = match end {
+            CallEnd::Answered(Ok(_)) => ("completed", None),
+            CallEnd::Answered(Err(failure)) => ("failed", Some(failure.kind.to_owned())),
+            CallEnd::Cancelled => ("cancelled", None),
+            CallEnd::LeaseLost => ("lease_lost", None),
+        };
+        let finished = SystemTime::now();
+        otlp::record(otlp::Finished {
+            context: span,
+            parent: Some((parent, false)),
+            name: format!("{method} step {}", step.id).into(),
+            kind: SpanKind::Client,
+            start: finished.checked_sub(started.elapsed()).unwrap_or(finished),
+            end: finished,
+            attributes: vec![
+                KeyValue::new("http.request.method", method),
+                KeyValue::new("tolstoy.run.id", self.run.id.to_string()),
+                KeyValue::new("tolstoy.step.id", step.id.clone()),
+                KeyValue::new("tolstoy.step.attempt", i64::from(attempt)),
+                KeyValue::new("tolstoy.step.outcome", outcome),
+            ],
+            error,
+        });
+    }
+
     fn scope(&self) -> Scope {
         Scope {
             inputs: self.run.inputs.clone(),

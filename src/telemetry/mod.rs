@@ -2,6 +2,7 @@
 //! registry ([`metrics`]) and W3C trace context ([`trace_context`]).
 
 pub mod metrics;
+pub mod otlp;
 pub mod trace_context;
 
 use std::io::IsTerminal;

@@ -143,3 +143,73 @@ fn every_log_line_of_a_request_carries_its_trace_id() {
     assert_eq!(own.len(), 32);
     assert_ne!(own, TRACE_ID);
 }
+
+/// The spans of every OTLP/JSON export `target` received.
+fn exported_spans(target: &Target) -> Vec<Value> {
+    target
+        .received_at("/v1/traces")
+        .iter()
+        .flat_map(|export| {
+            export.body["resourceSpans"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .flat_map(|resource| {
+            resource["scopeSpans"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .flat_map(|scope| scope["spans"].as_array().cloned().unwrap_or_default())
+        .collect()
+}
+
+on_both_backends! {
+    /// With `OTEL_EXPORTER_OTLP_ENDPOINT` set, the real binary exports the request's server span
+    /// (a child of the caller's `traceparent`, named by the route template) and the client span
+    /// of the step's call, whose id is the very one the called target received in its
+    /// `traceparent`, and whose parent is the request's span, which the run stored.
+    async fn spans_go_out_over_otlp_with_the_ids_the_calls_carried(app) {
+        let target = Target::start().await;
+        let caller = app.new_tenant("Acme").await;
+        let tool_id = tool(&app, &caller, &target.url).await;
+        let flow_id = flow_of_calls(&app, &caller, &tool_id, &[("a", "/echo/a")], json!({})).await;
+        let port = free_port();
+        let _server = crate::recovery::spawn(&app, "serve", &[
+            ("PORT", &port.to_string()),
+            ("WORKERS", "1"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &target.url),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ], "otlp.log");
+        wait_until_up(port);
+        let (status, _, body) = http_with(port, "POST", &format!("/flows/{flow_id}/runs"), Some(r#"{"inputs":{}}"#), &[
+            ("X-Org-ID", &caller.org_id), ("X-User-ID", &caller.user_id), ("traceparent", TRACEPARENT),
+        ]).expect("start a run");
+        assert!(status.contains("202"), "{status} {body}");
+
+        crate::helpers::wait_for("the step's call", std::time::Duration::from_secs(20), || {
+            !target.received_at("/echo/a").is_empty()
+        }).await;
+        let sent = target.received_at("/echo/a")[0].headers["traceparent"].as_str().expect("traceparent").to_owned();
+        let (trace_id, call_span) = parts(&sent);
+        assert_eq!(trace_id, TRACE_ID);
+        crate::helpers::wait_for("the exported call span", std::time::Duration::from_secs(20), || {
+            exported_spans(&target).iter().any(|span| span["spanId"] == call_span.as_str())
+        }).await;
+
+        let spans = exported_spans(&target);
+        let request = spans.iter().find(|span| span["name"] == "POST /flows/{id}/runs").expect("the request's span");
+        assert_eq!(request["traceId"], TRACE_ID);
+        assert_eq!(request["parentSpanId"], "00f067aa0ba902b7", "a child of the caller's span");
+        assert_eq!(request["kind"], 2, "a server span");
+        let call = spans.iter().find(|span| span["spanId"] == call_span.as_str()).expect("the call's span");
+        assert_eq!(call["traceId"], TRACE_ID);
+        assert_eq!(call["parentSpanId"], request["spanId"], "a child of the request's span");
+        assert_eq!(call["kind"], 3, "a client span");
+        assert_eq!(call["name"], "GET step a");
+        assert!(spans.iter().all(|span| !span["name"].as_str().unwrap_or_default().contains(&caller.org_id)),
+            "names carry route templates, not ids");
+    }
+}
