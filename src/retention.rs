@@ -30,8 +30,16 @@ pub const BATCH_ROWS: u64 = 1000;
 const PAUSE_BETWEEN_BATCHES: Duration = Duration::from_millis(20);
 /// Organizations read per page while walking them.
 const ORGANIZATIONS_PER_PAGE: u64 = 500;
-/// The key of the advisory lock that one pruning process holds per batch ("tolprune").
-pub const PRUNE_LOCK_KEY: i64 = 0x746f_6c70_7275_6e65;
+/// The seed of the advisory lock that one pruning process holds per batch ("tolprune"), hashed
+/// with the schema (`DB_SCHEMA`), so that deployments in two schemas of one database prune
+/// independently.
+const PRUNE_LOCK_SEED: i64 = 0x746f_6c70_7275_6e65;
+
+/// `SELECT <function>(<the prune lock of this connection's schema>) AS locked`, for
+/// `pg_try_advisory_xact_lock` and its kin.
+pub fn prune_lock_sql(function: &str) -> String {
+    format!("SELECT {function}(hashtextextended(current_schema(), {PRUNE_LOCK_SEED})) AS locked")
+}
 /// The statuses of a run that is over.
 const FINISHED: [&str; 3] = ["completed", "failed", "cancelled"];
 
@@ -128,46 +136,61 @@ pub async fn prune(
                 execution_logs: 0,
                 runs: 0,
             };
-            let logs = expired_logs(organization.id, cutoff);
-            let runs = expired_runs(organization.id, cutoff);
-            if mode == Mode::DryRun {
-                done.execution_logs = logs.count(db).await?;
-                done.runs = runs.count(db).await?;
-            } else {
-                let (deleted, mut stop) = delete_in_batches(
-                    db,
-                    "execution_logs",
-                    oldest_batch(
-                        logs,
-                        execution_log::Column::Id,
-                        execution_log::Column::CreatedAt,
-                    ),
-                    stopped,
-                    metrics,
-                )
-                .await?;
-                done.execution_logs = deleted;
-                if stop.is_none() {
-                    (done.runs, stop) = delete_in_batches(
-                        db,
-                        "runs",
-                        oldest_batch(runs, run::Column::Id, run::Column::FinishedAt),
-                        stopped,
-                        metrics,
-                    )
-                    .await?;
-                }
-                if let Some(stop) = stop {
+            match prune_organization(&mut done, db, cutoff, mode, stopped, metrics).await {
+                Ok(None) => {}
+                Ok(Some(stop)) => {
                     keep(&mut pruned, done);
                     return Ok(match stop {
                         Stop::Busy => Pass::Busy(pruned),
                         Stop::Stopped => Pass::Stopped(pruned),
                     });
                 }
+                // The database is away: the pass cannot go on.
+                Err(err) if crate::db::is_unavailable(&err) => return Err(err),
+                // A fault of this organization's rows (a statement it alone makes fail) must
+                // not keep the organizations after it from being pruned.
+                Err(err) => tracing::warn!(
+                    org_id = %organization.id,
+                    error = %err,
+                    "retention skipped an organization whose delete failed"
+                ),
             }
             keep(&mut pruned, done);
         }
     }
+}
+
+/// Counts, or deletes batch by batch, the organization's rows older than `cutoff` into `done`;
+/// why it stopped early, if it did.
+async fn prune_organization(
+    done: &mut Pruned,
+    db: &Pool,
+    cutoff: DateTime<Utc>,
+    mode: Mode,
+    stopped: Option<&watch::Receiver<bool>>,
+    metrics: Option<&Metrics>,
+) -> Result<Option<Stop>, DbErr> {
+    let logs = expired_logs(done.org_id, cutoff);
+    let runs = expired_runs(done.org_id, cutoff);
+    if mode == Mode::DryRun {
+        done.execution_logs = logs.count(db).await?;
+        done.runs = runs.count(db).await?;
+        return Ok(None);
+    }
+    let logs = oldest_batch(
+        logs,
+        execution_log::Column::Id,
+        execution_log::Column::CreatedAt,
+    );
+    let (deleted, stop) = delete_in_batches(db, "execution_logs", logs, stopped, metrics).await?;
+    done.execution_logs = deleted;
+    if stop.is_some() {
+        return Ok(stop);
+    }
+    let runs = oldest_batch(runs, run::Column::Id, run::Column::FinishedAt);
+    let (deleted, stop) = delete_in_batches(db, "runs", runs, stopped, metrics).await?;
+    done.runs = deleted;
+    Ok(stop)
 }
 
 /// Keeps an organization's figures when it had anything to delete.
@@ -258,10 +281,9 @@ async fn delete_batch<E: EntityTrait>(
     let transaction = db.begin().await?;
     if backend == DbBackend::Postgres {
         let locked = transaction
-            .query_one_raw(Statement::from_sql_and_values(
+            .query_one_raw(Statement::from_string(
                 backend,
-                "SELECT pg_try_advisory_xact_lock($1) AS locked",
-                [PRUNE_LOCK_KEY.into()],
+                prune_lock_sql("pg_try_advisory_xact_lock"),
             ))
             .await?
             .map(|row| row.try_get::<bool>("", "locked"))

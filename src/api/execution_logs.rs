@@ -13,7 +13,7 @@ use uuid::Uuid;
 use chrono::{DateTime, Utc};
 
 use super::body::{Fields, JsonBody, JsonObject, ReadBody};
-use super::export::{created_window, Export, ExportFormat};
+use super::export::{Export, ExportFormat};
 use super::pagination::page_request;
 use super::responses::{Created, Deleted, Listed, Reply};
 use super::rules::{any_json, enum_text, json_object, one_of, text, uuid};
@@ -24,6 +24,7 @@ use crate::identity::{Caller, Read, Write};
 use crate::service::execution_logs::{
     self, ExecutionLogChanges, ExecutionLogFilter, NewExecutionLog,
 };
+use crate::service::export::CreatedWindow;
 use crate::state::AppState;
 
 /// JSON fields of a log are bounded by the body limit alone.
@@ -318,13 +319,16 @@ impl ExecutionLogsApi {
         /// Only the logs created at or after this instant (RFC 3339).
         #[oai(name = "createdAfter")]
         created_after: Query<Option<DateTime<Utc>>>,
-        /// Only the logs created before this instant (RFC 3339); later than `createdAfter`.
+        /// Only the logs created before this instant (RFC 3339); none when it is not later than `createdAfter`.
         #[oai(name = "createdBefore")]
         created_before: Query<Option<DateTime<Utc>>>,
         /// `ndjson` or `csv`; wins over `Accept`.
         format: Query<Option<ExportFormat>>,
     ) -> Result<Export<ExecutionLogOut>, ApiError> {
-        let window = created_window(created_after.0, created_before.0)?;
+        let window = CreatedWindow {
+            after: created_after.0,
+            before: created_before.0,
+        };
         let filter = ExecutionLogFilter {
             flow_id: flow_id.0,
             user_id: user_id.0,

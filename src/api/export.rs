@@ -4,7 +4,6 @@
 use std::io;
 
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
 use futures_util::stream::{self, Stream, StreamExt};
 use poem::{Body, IntoResponse, Request, Response};
 use poem_openapi::registry::{
@@ -16,7 +15,6 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::error::ApiError;
-use crate::service::export::CreatedWindow;
 use crate::service::ServiceError;
 use crate::telemetry::metrics::Metrics;
 
@@ -54,23 +52,6 @@ impl ExportFormat {
             .next()
             .unwrap_or(Self::Ndjson)
     }
-}
-
-/// The window of `createdAfter` and `createdBefore`; a 400 naming `createdBefore` when it is
-/// not later than `createdAfter`.
-pub fn created_window(
-    after: Option<DateTime<Utc>>,
-    before: Option<DateTime<Utc>>,
-) -> Result<CreatedWindow, ApiError> {
-    if let (Some(after), Some(before)) = (after, before) {
-        if before <= after {
-            return Err(ApiError::invalid(
-                "createdBefore",
-                "must be later than createdAfter",
-            ));
-        }
-    }
-    Ok(CreatedWindow { after, before })
 }
 
 /// 200 with every row of an export, streamed as it is read. `T` is the list's row type.

@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::body::{Fields, JsonBody, JsonObject, ReadBody};
-use super::export::{created_window, Export, ExportFormat};
+use super::export::{Export, ExportFormat};
 use super::pagination::page_request;
 use super::responses::{Listed, Reply};
 use super::rules::{enum_text, json_object};
@@ -28,6 +28,7 @@ use crate::error::ApiError;
 use crate::identity::{Caller, Read, Write};
 use crate::middleware::current_trace;
 use crate::runs::Signals;
+use crate::service::export::CreatedWindow;
 use crate::service::runs::{self, NewRun, RunFilter};
 use crate::service::tenancy::Tenant;
 use crate::state::AppState;
@@ -276,13 +277,16 @@ impl RunsApi {
         /// Only the runs created (queued) at or after this instant (RFC 3339).
         #[oai(name = "createdAfter")]
         created_after: Query<Option<DateTime<Utc>>>,
-        /// Only the runs created before this instant (RFC 3339); later than `createdAfter`.
+        /// Only the runs created before this instant (RFC 3339); none when it is not later than `createdAfter`.
         #[oai(name = "createdBefore")]
         created_before: Query<Option<DateTime<Utc>>>,
         /// `ndjson` or `csv`; wins over `Accept`.
         format: Query<Option<ExportFormat>>,
     ) -> Result<Export<RunOut>, ApiError> {
-        let window = created_window(created_after.0, created_before.0)?;
+        let window = CreatedWindow {
+            after: created_after.0,
+            before: created_before.0,
+        };
         let filter = RunFilter {
             flow_id: flow_id.0,
             status: status.0.as_ref().and_then(enum_text),

@@ -119,11 +119,16 @@ pub async fn list(
 
 /// Rows read per batch while looking for users outside the allowed domains.
 const OUTSIDE_BATCH: u64 = 500;
+/// Batches one request reads at most: a page of an organization where nearly everyone fits
+/// costs a bounded walk, not one over all its users.
+pub const OUTSIDE_BATCHES_PER_PAGE: u64 = 20;
 
 /// One page of the users whose email the organization's `allowedEmailDomains` no longer
 /// admits, newest first. The domains compare after IDNA normalisation, which SQL cannot do, so
 /// the organization's users are walked in batches (keyset, never all at once) until the page
-/// is full; its cursor is the last user it holds, as for the plain list.
+/// is full; its cursor is the last user it holds, as for the plain list. After
+/// [`OUTSIDE_BATCHES_PER_PAGE`] batches the page ends as it is, short or even empty, with the
+/// last user read as its cursor, so that the next page goes on from there.
 pub async fn list_outside_allowed_domains(
     db: &Pool,
     tenant: &Tenant,
@@ -140,7 +145,7 @@ pub async fn list_outside_allowed_domains(
     }
     let mut outside = Vec::new();
     let mut after = page.after;
-    loop {
+    for _ in 0..OUTSIDE_BATCHES_PER_PAGE {
         let batch = PageRequest {
             limit: OUTSIDE_BATCH,
             after,
@@ -159,6 +164,10 @@ pub async fn list_outside_allowed_domains(
             return Ok(Page::of(outside, page.limit, |row| row.id));
         }
     }
+    Ok(Page {
+        items: outside,
+        next: after,
+    })
 }
 
 /// The organization's allowed email domains; empty when it sets none (or does not exist: the

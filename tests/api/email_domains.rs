@@ -125,3 +125,55 @@ on_both_backends! {
         assert_eq!(admin.body["allowedEmailDomains"], json!(["example.com"]));
     }
 }
+
+/// `count` users of the caller's organization written straight to the database (the API would
+/// take minutes), each newer than the one before.
+async fn insert_users(
+    app: &TestApp,
+    caller: &Caller,
+    emails: impl Iterator<Item = String>,
+) -> Vec<String> {
+    use entity::user;
+    use sea_orm::{EntityTrait, Set};
+    let org_id = uuid::Uuid::parse_str(&caller.org_id).expect("org id");
+    let at = chrono::Utc::now();
+    let rows: Vec<user::ActiveModel> = emails
+        .map(|email| user::ActiveModel {
+            id: Set(uuid::Uuid::now_v7()),
+            org_id: Set(org_id),
+            email_folded: Set(email.to_lowercase()),
+            email: Set(email),
+            name: Set(None),
+            role: Set("viewer".to_owned()),
+            created_at: Set(at),
+            updated_at: Set(at),
+        })
+        .collect();
+    let ids = rows.iter().map(|row| row.id.as_ref().to_string()).collect();
+    for chunk in rows.chunks(500) {
+        user::Entity::insert_many(chunk.to_vec())
+            .exec(&app.db)
+            .await
+            .expect("insert users");
+    }
+    ids
+}
+
+on_both_backends! {
+    /// A page of `outsideAllowedDomains` reads at most 10,000 users: where nearly everyone fits,
+    /// it ends short, even empty, with a `Link` that goes on from the last user it read, and the
+    /// walk still finds everyone outside.
+    async fn a_page_of_outsiders_reads_a_bounded_number_of_users(app) {
+        let caller = app.new_tenant("Acme").await;
+        let outsider = insert_users(&app, &caller, std::iter::once("old@elsewhere.example".to_owned())).await;
+        insert_users(&app, &caller, (0..10_050).map(|n| format!("u{n}@acme.example"))).await;
+        set_domains(&app, &caller, json!(["acme.example"])).await;
+
+        let first = app.get_as(&caller, "/users?outsideAllowedDomains=true&limit=5").await;
+        assert_eq!(first.status, 200, "{}", first.text);
+        assert_eq!(ids(&first.body), Vec::<String>::new(), "10,000 newest users read, all fit");
+        assert!(first.header("link").is_some(), "the walk goes on");
+        let pages = app.walk_as(&caller, "/users?outsideAllowedDomains=true&limit=5").await;
+        assert_eq!(pages.concat(), outsider);
+    }
+}

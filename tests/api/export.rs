@@ -157,8 +157,8 @@ on_both_backends! {
         assert_eq!(none.text, format!("{}\r\n", header.join(",")), "no rows: the header alone");
     }
 
-    /// The runs export is the runs list without pages; bad windows and formats are a 400 naming
-    /// the parameter; a stranger is refused as by the list.
+    /// The runs export is the runs list without pages; an empty window exports nothing; a bad
+    /// instant or format is a 400 naming the parameter; a stranger is refused as by the list.
     async fn runs_export_and_its_refusals(app) {
         let caller = app.new_tenant("Acme").await;
         let flow_id = runs::flow(&app, &caller, json!([])).await;
@@ -171,10 +171,18 @@ on_both_backends! {
         let queued = export_lines(&app, &caller, &format!("/runs/export?flowId={flow_id}&status=queued")).await;
         assert_eq!(queued, exported);
 
+        for empty in [
+            "createdAfter=2026-02-01T00:00:00Z&createdBefore=2026-01-01T00:00:00Z",
+            "createdAfter=2026-01-01T00:00:00Z&createdBefore=2026-01-01T00:00:00Z",
+        ] {
+            for path in ["/runs/export", "/execution-logs/export"] {
+                let reply = app.get_as(&caller, &format!("{path}?{empty}")).await;
+                assert_eq!((reply.status, reply.text.as_str()), (200, ""), "an empty window: {path}?{empty}");
+            }
+        }
         for (query, field) in [
-            ("createdAfter=2026-02-01T00:00:00Z&createdBefore=2026-01-01T00:00:00Z", "createdBefore"),
-            ("createdAfter=2026-01-01T00:00:00Z&createdBefore=2026-01-01T00:00:00Z", "createdBefore"),
             ("createdAfter=yesterday", "createdAfter"),
+            ("createdBefore=2026-13-01T00:00:00Z", "createdBefore"),
             ("format=xml", "format"),
         ] {
             for path in ["/runs/export", "/execution-logs/export"] {

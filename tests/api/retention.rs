@@ -300,10 +300,7 @@ mod a_pass_gives_way_while_another_process_prunes {
             logs_at(&app, &caller, flow_id, days_ago(45), None, 2).await;
             let other = app.db.begin().await.expect("begin");
             other
-                .execute_unprepared(&format!(
-                    "SELECT pg_advisory_xact_lock({})",
-                    retention::PRUNE_LOCK_KEY
-                ))
+                .execute_unprepared(&retention::prune_lock_sql("pg_advisory_xact_lock"))
                 .await
                 .expect("take the prune lock");
             let pass = retention::prune(&app.db, 30, Utc::now(), Mode::Delete, None, None)
