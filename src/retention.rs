@@ -11,8 +11,8 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use entity::{execution_log, organization, run};
-use sea_orm::sea_query::Query;
+use entity::{execution_log, organization, run, run_event};
+use sea_orm::sea_query::{Expr, Query};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DbBackend, DbErr, EntityTrait, PaginatorTrait,
     QueryFilter, QueryOrder, QuerySelect, QueryTrait, Select, Statement,
@@ -187,6 +187,13 @@ async fn prune_organization(
     if stop.is_some() {
         return Ok(stop);
     }
+    // A run's events first, a batch at a time: left to the foreign key's cascade, a batch of
+    // 1,000 runs would delete all their events in the same statement.
+    let events = oldest_events_batch(done.org_id, cutoff);
+    let (_, stop) = delete_in_batches(db, "run_events", events, stopped, metrics).await?;
+    if stop.is_some() {
+        return Ok(stop);
+    }
     let runs = oldest_batch(runs, run::Column::Id, run::Column::FinishedAt);
     let (deleted, stop) = delete_in_batches(db, "runs", runs, stopped, metrics).await?;
     done.runs = deleted;
@@ -224,6 +231,32 @@ fn expired_runs(org_id: Uuid, cutoff: DateTime<Utc>) -> Select<run::Entity> {
         .filter(run::Column::OrgId.eq(org_id))
         .filter(run::Column::Status.is_in(FINISHED))
         .filter(run::Column::FinishedAt.lt(cutoff))
+}
+
+/// One batch of the events of the organization's expired runs, as a DELETE.
+fn oldest_events_batch(
+    org_id: Uuid,
+    cutoff: DateTime<Utc>,
+) -> sea_orm::DeleteMany<run_event::Entity> {
+    let expired_runs = expired_runs(org_id, cutoff)
+        .select_only()
+        .column(run::Column::Id)
+        .into_query();
+    let batch = run_event::Entity::find()
+        .filter(run_event::Column::OrgId.eq(org_id))
+        .filter(run_event::Column::RunId.in_subquery(expired_runs))
+        .select_only()
+        .column(run_event::Column::RunId)
+        .column(run_event::Column::Seq)
+        .limit(BATCH_ROWS)
+        .into_query();
+    let key = Expr::tuple([
+        Expr::col(run_event::Column::RunId),
+        Expr::col(run_event::Column::Seq),
+    ]);
+    run_event::Entity::delete_many()
+        .filter(run_event::Column::OrgId.eq(org_id))
+        .filter(sea_orm::sea_query::ExprTrait::in_subquery(key, batch))
 }
 
 /// One batch of `expired`, the oldest by `age` first, as a DELETE.

@@ -130,7 +130,16 @@ on_both_backends! {
         let run = start(&app, &caller, &flow_id, json!({})).await;
         assert_eq!(finished(&app, &caller, &run).await["status"], "completed");
 
-        let text = scrape(&app).await;
+        // The worker counts a transition just after committing it, so a client may see the run
+        // finished a moment before its counts move: wait for the last one.
+        let mut text = scrape(&app).await;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while sample(&text, "tolstoy_runs_finished_total", r#"status="completed""#).is_none()
+            && std::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            text = scrape(&app).await;
+        }
         assert_eq!(sample(&text, "tolstoy_step_attempts_total", r#"status="failed""#), Some(1.0), "{text}");
         assert_eq!(sample(&text, "tolstoy_step_attempts_total", r#"status="completed""#), Some(2.0), "{text}");
         assert_eq!(sample(&text, "tolstoy_step_duration_seconds_count", r#"status="completed""#), Some(2.0), "{text}");

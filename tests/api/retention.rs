@@ -256,6 +256,43 @@ on_both_backends! {
         assert_eq!(reset.body["name"], "Acme");
     }
 
+    /// A finished run's events go in batches of their own before the run, never all in the
+    /// statement that deletes the run (the foreign key would cascade them there).
+    async fn a_runs_many_events_go_in_batches_before_it(app) {
+        let caller = app.new_tenant("Acme").await;
+        let flow_id = a_flow(&app, &caller).await;
+        let old = run_at(&app, &caller, flow_id, "completed", 50, Some(45)).await;
+        let org_id: Uuid = caller.org_id.parse().expect("org id");
+        let events: Vec<run_event::ActiveModel> = (2..=(BATCH_ROWS as i32 + 500))
+            .map(|seq| run_event::ActiveModel {
+                org_id: Set(org_id),
+                run_id: Set(old),
+                seq: Set(seq),
+                kind: Set("step".into()),
+                step_id: Set(Some("a".into())),
+                attempt: Set(Some(1)),
+                status: Set("completed".into()),
+                data: Set(json!({})),
+                created_at: Set(days_ago(46)),
+            })
+            .collect();
+        for chunk in events.chunks(500) {
+            run_event::Entity::insert_many(chunk.to_vec()).exec(&app.db).await.expect("events");
+        }
+        let metrics = tolstoy::telemetry::metrics::Metrics::new();
+        let pass = retention::prune(&app.db, 30, Utc::now(), Mode::Delete, None, Some(&metrics))
+            .await
+            .expect("prune");
+        assert_eq!(pass.totals(), (0, 1), "{pass:?}");
+        assert!(!run_exists(&app, old).await);
+        let text = metrics.render(&tolstoy::telemetry::metrics::Snapshot {
+            pool: app.db.usage(),
+            queue: None,
+        });
+        let events_line = format!("tolstoy_pruned_rows_total{{table=\"run_events\"}} {}", BATCH_ROWS + 500);
+        assert!(text.lines().any(|line| line == events_line), "all {} events by our batches:\n{text}", BATCH_ROWS + 500);
+    }
+
     /// The server prunes in the background (here every second), and `tolstoy prune --dry-run`
     /// says what would go without deleting it.
     async fn the_server_prunes_in_the_background_and_the_cli_dry_runs(app) {
