@@ -387,6 +387,18 @@ impl ConnectionTrait for Transaction {
 /// Whether `err` means the database cannot be reached or did not answer in time (a 503), as
 /// opposed to a fault in what was asked of it.
 pub fn is_unavailable(err: &DbErr) -> bool {
+    // 57014: the statement was cancelled by statement_timeout; 53300: too many connections;
+    // 40P01, 40001: a deadlock or serialization failure, which a retry resolves. SQLite's 5
+    // (busy, and 517 busy snapshot) and 6 (locked): still busy after busy_timeout.
+    is_connection_lost(err)
+        || database_code(err).is_some_and(|code| {
+            ["57014", "53300", "40P01", "40001", "5", "517", "6"].contains(&code.as_str())
+        })
+}
+
+/// Whether `err` means the connection itself failed or could not be had: the database is away,
+/// not just this one statement (cut off by its deadline, a deadlock, a fault of its own).
+pub fn is_connection_lost(err: &DbErr) -> bool {
     let runtime = match err {
         DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => return true,
         DbErr::Query(runtime) | DbErr::Exec(runtime) => runtime,
@@ -401,16 +413,22 @@ pub fn is_unavailable(err: &DbErr) -> bool {
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed => true,
-        // Class 08: connection exceptions; 57P01-57P03: the server is shutting down or starting;
-        // 57014: the statement was cancelled by statement_timeout; 53300: too many connections;
-        // 40P01, 40001: a deadlock or serialization failure, which a retry resolves. SQLite's
-        // 5 (busy, and 517 busy snapshot) and 6 (locked): still busy after busy_timeout.
-        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
-            code.starts_with("08")
-                || code.starts_with("57P")
-                || ["57014", "53300", "40P01", "40001", "5", "517", "6"].contains(&code.as_ref())
-        }),
+        // Class 08: connection exceptions; 57P01-57P03: the server is shutting down or starting.
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")),
         _ => false,
+    }
+}
+
+/// The SQLSTATE (or SQLite code) of a statement the database refused.
+fn database_code(err: &DbErr) -> Option<String> {
+    match err {
+        DbErr::Query(RuntimeErr::SqlxError(err)) | DbErr::Exec(RuntimeErr::SqlxError(err)) => err
+            .as_database_error()
+            .and_then(|db| db.code())
+            .map(|code| code.into_owned()),
+        _ => None,
     }
 }
 

@@ -146,9 +146,10 @@ pub async fn prune(
                     });
                 }
                 // The database is away: the pass cannot go on.
-                Err(err) if crate::db::is_unavailable(&err) => return Err(err),
-                // A fault of this organization's rows (a statement it alone makes fail) must
-                // not keep the organizations after it from being pruned.
+                Err(err) if crate::db::is_connection_lost(&err) => return Err(err),
+                // A statement of this organization's that failed (its deadline, a deadlock, a
+                // fault of its rows) must not keep the organizations after it from being
+                // pruned, pass after pass.
                 Err(err) => tracing::warn!(
                     org_id = %organization.id,
                     error = %err,
@@ -187,17 +188,40 @@ async fn prune_organization(
     if stop.is_some() {
         return Ok(stop);
     }
-    // A run's events first, a batch at a time: left to the foreign key's cascade, a batch of
-    // 1,000 runs would delete all their events in the same statement.
-    let events = oldest_events_batch(done.org_id, cutoff);
-    let (_, stop) = delete_in_batches(db, "run_events", events, stopped, metrics).await?;
-    if stop.is_some() {
-        return Ok(stop);
+    // Runs a batch at a time, oldest first: the batch's events go first, in batches of their
+    // own, then the batch itself, so that the foreign key's cascade finds nothing to delete and
+    // no statement deletes more than a batch.
+    loop {
+        if stopped.is_some_and(|stopped| *stopped.borrow()) {
+            return Ok(Some(Stop::Stopped));
+        }
+        let batch: Vec<Uuid> = runs
+            .clone()
+            .select_only()
+            .column(run::Column::Id)
+            .order_by_asc(run::Column::FinishedAt)
+            .limit(BATCH_ROWS)
+            .into_tuple()
+            .all(db)
+            .await?;
+        if batch.is_empty() {
+            return Ok(None);
+        }
+        let events = events_of(done.org_id, &batch);
+        let (_, stop) = delete_in_batches(db, "run_events", events, stopped, metrics).await?;
+        if stop.is_some() {
+            return Ok(stop);
+        }
+        let these = run::Entity::delete_many()
+            .filter(run::Column::OrgId.eq(done.org_id))
+            .filter(run::Column::Id.is_in(batch.iter().copied()))
+            .filter(run::Column::Status.is_in(FINISHED));
+        let (deleted, stop) = delete_in_batches(db, "runs", these, stopped, metrics).await?;
+        done.runs += deleted;
+        if stop.is_some() || (batch.len() as u64) < BATCH_ROWS {
+            return Ok(stop);
+        }
     }
-    let runs = oldest_batch(runs, run::Column::Id, run::Column::FinishedAt);
-    let (deleted, stop) = delete_in_batches(db, "runs", runs, stopped, metrics).await?;
-    done.runs = deleted;
-    Ok(stop)
 }
 
 /// Keeps an organization's figures when it had anything to delete.
@@ -233,18 +257,11 @@ fn expired_runs(org_id: Uuid, cutoff: DateTime<Utc>) -> Select<run::Entity> {
         .filter(run::Column::FinishedAt.lt(cutoff))
 }
 
-/// One batch of the events of the organization's expired runs, as a DELETE.
-fn oldest_events_batch(
-    org_id: Uuid,
-    cutoff: DateTime<Utc>,
-) -> sea_orm::DeleteMany<run_event::Entity> {
-    let expired_runs = expired_runs(org_id, cutoff)
-        .select_only()
-        .column(run::Column::Id)
-        .into_query();
+/// One batch of the events of the organization's runs `runs`, as a DELETE.
+fn events_of(org_id: Uuid, runs: &[Uuid]) -> sea_orm::DeleteMany<run_event::Entity> {
     let batch = run_event::Entity::find()
         .filter(run_event::Column::OrgId.eq(org_id))
-        .filter(run_event::Column::RunId.in_subquery(expired_runs))
+        .filter(run_event::Column::RunId.is_in(runs.iter().copied()))
         .select_only()
         .column(run_event::Column::RunId)
         .column(run_event::Column::Seq)

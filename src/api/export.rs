@@ -15,6 +15,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::error::ApiError;
+use crate::service::export::BatchSize;
 use crate::service::ServiceError;
 use crate::telemetry::metrics::Metrics;
 
@@ -64,7 +65,8 @@ pub struct Export<T> {
 }
 
 impl<T: Type + Serialize + Send + 'static> Export<T> {
-    /// Writes the batches of `rows` in `format`; `table` labels the count of exported rows.
+    /// Writes the batches of `rows` in `format`, telling `size` how large its rows turn out;
+    /// `table` labels the count of exported rows.
     ///
     /// The first batch is read before anything is sent, so that a refusal (403) or a database
     /// that does not answer (503) is a problem+json answer as usual. A failure after that can
@@ -75,19 +77,27 @@ impl<T: Type + Serialize + Send + 'static> Export<T> {
         name: &'static str,
         table: &'static str,
         metrics: Metrics,
+        size: BatchSize,
         rows: impl Stream<Item = Result<Vec<M>, ServiceError>> + Send + 'static,
     ) -> Result<Self, ApiError> {
         let mut rows = Box::pin(rows);
         let first = rows.next().await.transpose()?.unwrap_or_default();
         let mut writer = RowWriter::new::<T>(format);
+        // The body is written after the request's span has closed; its log lines keep its ids.
+        let span = tracing::Span::current();
         let batches = stream::once(async { Ok(first) }).chain(rows);
         let body = batches.map(move |batch| match batch {
             Ok(batch) => {
-                metrics.exported(table, batch.len() as u64);
-                writer.write(batch.into_iter().map(Into::into))
+                let rows = batch.len() as u64;
+                metrics.exported(table, rows);
+                let chunk = writer.write(batch.into_iter().map(Into::into))?;
+                size.observe(rows, chunk.len() as u64);
+                Ok(chunk)
             }
             Err(err) => {
-                tracing::error!(error = %err, table, "an export stopped: the database failed");
+                span.in_scope(|| {
+                    tracing::error!(error = %err, table, "an export stopped: the database failed");
+                });
                 Err(io::Error::other("the export stopped"))
             }
         });

@@ -561,7 +561,6 @@ impl RunWork<'_> {
         }
     }
 
-    /// What the step's expressions see.
     /// The client span of one call a step made (its `traceparent` went with the call), a child
     /// of the request that started the run; failed with the error's kind, never its text.
     #[allow(clippy::too_many_arguments)]
@@ -603,6 +602,7 @@ impl RunWork<'_> {
         });
     }
 
+    /// What the step's expressions see.
     fn scope(&self) -> Scope {
         Scope {
             inputs: self.run.inputs.clone(),

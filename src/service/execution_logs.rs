@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use futures_util::Stream;
 
-use super::export::{self, CreatedWindow};
+use super::export::{self, BatchSize, CreatedWindow};
 use super::pagination::{Page, PageRequest};
 use super::tenancy::{self, Tenant};
 use super::tenant_scope::{
@@ -117,11 +117,12 @@ pub fn export(
     tenant: &Tenant,
     filter: ExecutionLogFilter,
     window: CreatedWindow,
+    size: BatchSize,
 ) -> impl Stream<Item = Result<Vec<execution_log::Model>, ServiceError>> + Send + 'static {
     let condition = filter
         .condition()
         .add(window.condition(execution_log::Column::CreatedAt));
-    export::batches::<execution_log::Entity>(db.clone(), *tenant, condition)
+    export::batches::<execution_log::Entity>(db.clone(), *tenant, condition, size)
 }
 
 pub async fn update(

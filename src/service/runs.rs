@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use futures_util::Stream;
 
-use super::export::{self, CreatedWindow};
+use super::export::{self, BatchSize, CreatedWindow};
 use super::pagination::{Page, PageRequest};
 use super::tenancy::{self, refusal_or, Tenant};
 use super::tenant_scope::{get_for, insert_for, page_for, Reference, TenantScoped};
@@ -221,11 +221,12 @@ pub fn export(
     tenant: &Tenant,
     filter: RunFilter,
     window: CreatedWindow,
+    size: BatchSize,
 ) -> impl Stream<Item = Result<Vec<run::Model>, ServiceError>> + Send + 'static {
     let condition = filter
         .condition()
         .add(window.condition(run::Column::CreatedAt));
-    export::batches::<run::Entity>(db.clone(), *tenant, condition)
+    export::batches::<run::Entity>(db.clone(), *tenant, condition, size)
 }
 
 /// Cancels a run: a queued one (or one waiting between attempts) at once; a running one is

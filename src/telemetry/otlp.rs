@@ -57,7 +57,11 @@ pub fn start_from_env(
     }) else {
         return Ok(None);
     };
-    let refused = |message: String| OtlpError { variable, message };
+    // The exporter's errors may quote the URL, which may carry credentials.
+    let refused = |message: String| OtlpError {
+        variable,
+        message: message.replace(endpoint.trim(), "(the endpoint)"),
+    };
     let tls = crate::runs::outbound::tls_config().map_err(refused)?;
     let client = reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
