@@ -116,11 +116,23 @@ mod tests {
         let size = BatchSize::default();
         assert_eq!(size.rows(), MIN_BATCH_ROWS);
         size.observe(10, 4_500);
-        assert_eq!(size.rows(), BATCH_ROWS, "small rows: the lists' largest page");
+        assert_eq!(
+            size.rows(),
+            BATCH_ROWS,
+            "small rows: the lists' largest page"
+        );
         size.observe(1000, 1000 * 100_000);
-        assert_eq!(size.rows(), BATCH_BYTES / 100_000, "rows of 100 kB: about 4 MiB a batch");
+        assert_eq!(
+            size.rows(),
+            BATCH_BYTES / 100_000,
+            "rows of 100 kB: about 4 MiB a batch"
+        );
         size.observe(41, 41 << 20);
-        assert_eq!(size.rows(), MIN_BATCH_ROWS, "rows of a MiB: never fewer than ten");
+        assert_eq!(
+            size.rows(),
+            MIN_BATCH_ROWS,
+            "rows of a MiB: never fewer than ten"
+        );
         size.observe(0, 0);
         assert_eq!(size.rows(), MIN_BATCH_ROWS, "an empty batch tells nothing");
     }
