@@ -83,8 +83,8 @@ impl<T: Type + Serialize + Send + 'static> Export<T> {
         let mut rows = Box::pin(rows);
         let first = rows.next().await.transpose()?.unwrap_or_default();
         let mut writer = RowWriter::new::<T>(format);
-        // The body is written after the request's span has closed; its log lines keep its ids.
-        let span = tracing::Span::current();
+        // The body is written after the request's task-local is gone; its lines keep its ids.
+        let ids = crate::middleware::current_log_ids().unwrap_or_default();
         let batches = stream::once(async { Ok(first) }).chain(rows);
         let body = batches.map(move |batch| match batch {
             Ok(batch) => {
@@ -95,9 +95,14 @@ impl<T: Type + Serialize + Send + 'static> Export<T> {
                 Ok(chunk)
             }
             Err(err) => {
-                span.in_scope(|| {
-                    tracing::error!(error = %err, table, "an export stopped: the database failed");
-                });
+                let (request_id, trace_id) = &ids;
+                tracing::error!(
+                    error = %err,
+                    table,
+                    request_id,
+                    trace_id,
+                    "an export stopped: the database failed"
+                );
                 Err(io::Error::other("the export stopped"))
             }
         });
