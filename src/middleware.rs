@@ -1,4 +1,4 @@
-//! Request-scoped plumbing: the request id and trace context, its tracing span, panic capture,
+//! Request-scoped plumbing: the request id and trace context (the ids of its log lines), panic capture,
 //! and the route table that labels the request metrics.
 
 use std::borrow::Cow;
@@ -56,7 +56,8 @@ fn is_sane_request_id(value: &str) -> bool {
 }
 
 /// Gives every request an id (the caller's sane one, or a new UUID) and a span of the caller's
-/// trace (`traceparent`, or a new trace), runs it inside a tracing span that carries both ids,
+/// trace (`traceparent`, or a new trace), serves it with both in a task-local that its log lines
+/// read,
 /// logs its outcome, and returns the id as `X-Request-Id`.
 pub struct RequestId;
 

@@ -164,7 +164,7 @@ async fn check_schema(pool: &Pool, schema: &str) -> Result<(), StartupError> {
 }
 
 /// Wraps an endpoint in the middleware every request goes through: problem+json for every
-/// error, panic capture, request id and tracing span (outermost, so all of the above carry it).
+/// error, panic capture, request id and trace context (outermost, so all of the above carry it).
 pub fn with_middleware(endpoint: impl Endpoint + 'static) -> impl Endpoint<Output = Response> {
     endpoint
         .catch_all_error(problem_response)

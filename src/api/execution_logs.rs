@@ -24,7 +24,7 @@ use crate::identity::{Caller, Read, Write};
 use crate::service::execution_logs::{
     self, ExecutionLogChanges, ExecutionLogFilter, NewExecutionLog,
 };
-use crate::service::export::{BatchSize, CreatedWindow};
+use crate::service::export::CreatedWindow;
 use crate::state::AppState;
 
 /// JSON fields of a log are bounded by the body limit alone.
@@ -335,16 +335,13 @@ impl ExecutionLogsApi {
             execution_id: execution_id.0,
             status: status.0.as_ref().and_then(enum_text),
         };
-        let size = BatchSize::default();
-        let rows = execution_logs::export(&state.db, &caller.tenant, filter, window, size.clone());
-        let format = ExportFormat::chosen(format.0, request);
         Export::of(
-            format,
+            request,
+            format.0,
             "execution-logs",
             "execution_logs",
-            state.metrics.clone(),
-            size,
-            rows,
+            &state.metrics,
+            |size| execution_logs::export(&state.db, &caller.tenant, filter, window, size),
         )
         .await
     }

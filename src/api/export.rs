@@ -36,7 +36,7 @@ pub enum ExportFormat {
 impl ExportFormat {
     /// `format` when given, else the first of `Accept`'s types that names one (`text/csv`,
     /// `application/x-ndjson`), else NDJSON.
-    pub fn chosen(format: Option<Self>, request: &Request) -> Self {
+    fn chosen(format: Option<Self>, request: &Request) -> Self {
         if let Some(format) = format {
             return format;
         }
@@ -65,22 +65,29 @@ pub struct Export<T> {
 }
 
 impl<T: Type + Serialize + Send + 'static> Export<T> {
-    /// Writes the batches of `rows` in `format`, telling `size` how large its rows turn out;
-    /// `table` labels the count of exported rows.
+    /// Writes the rows of `walk` in the format the caller asked for (`format`, else
+    /// `request`'s `Accept`), telling the walk its batch size as the rows turn out; `table`
+    /// labels the count of exported rows.
     ///
     /// The first batch is read before anything is sent, so that a refusal (403) or a database
     /// that does not answer (503) is a problem+json answer as usual. A failure after that can
     /// only cut the body short: the response ends without the end of its chunked encoding, which
     /// clients report as an incomplete transfer, never as a complete export.
-    pub async fn of<M: Into<T> + Send + 'static>(
-        format: ExportFormat,
+    pub async fn of<M, S>(
+        request: &Request,
+        format: Option<ExportFormat>,
         name: &'static str,
         table: &'static str,
-        metrics: Metrics,
-        size: BatchSize,
-        rows: impl Stream<Item = Result<Vec<M>, ServiceError>> + Send + 'static,
-    ) -> Result<Self, ApiError> {
-        let mut rows = Box::pin(rows);
+        metrics: &Metrics,
+        walk: impl FnOnce(BatchSize) -> S,
+    ) -> Result<Self, ApiError>
+    where
+        M: Into<T> + Send + 'static,
+        S: Stream<Item = Result<Vec<M>, ServiceError>> + Send + 'static,
+    {
+        let format = ExportFormat::chosen(format, request);
+        let (size, metrics) = (BatchSize::default(), metrics.clone());
+        let mut rows = Box::pin(walk(size.clone()));
         let first = rows.next().await.transpose()?.unwrap_or_default();
         let mut writer = RowWriter::new::<T>(format);
         // The body is written after the request's task-local is gone; its lines keep its ids.

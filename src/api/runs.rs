@@ -28,7 +28,7 @@ use crate::error::ApiError;
 use crate::identity::{Caller, Read, Write};
 use crate::middleware::current_trace;
 use crate::runs::Signals;
-use crate::service::export::{BatchSize, CreatedWindow};
+use crate::service::export::CreatedWindow;
 use crate::service::runs::{self, NewRun, RunFilter};
 use crate::service::tenancy::Tenant;
 use crate::state::AppState;
@@ -291,10 +291,10 @@ impl RunsApi {
             flow_id: flow_id.0,
             status: status.0.as_ref().and_then(enum_text),
         };
-        let size = BatchSize::default();
-        let rows = runs::export(&state.db, &caller.tenant, filter, window, size.clone());
-        let format = ExportFormat::chosen(format.0, request);
-        Export::of(format, "runs", "runs", state.metrics.clone(), size, rows).await
+        Export::of(request, format.0, "runs", "runs", &state.metrics, |size| {
+            runs::export(&state.db, &caller.tenant, filter, window, size)
+        })
+        .await
     }
 
     /// Get a run.
